@@ -1,0 +1,15 @@
+"""avrsp: relevance-guided audio-visual video saliency prediction (AVRSP).
+
+    >>> import avrsp
+    >>> model = avrsp.create_model("avrsp")            # Ours(AV); "avrsp_v" is Ours(V)
+    >>> saliency = model(clip, audio)                  # B×3×T×H×W, B×1×L → B×H×W
+"""
+
+from .config import ConfigError
+from .loss import SaliencyLoss
+from .models import AVRSP, AVRSPConfig, create_model, get_config, list_models, load_model_config, register_model
+
+__version__ = "0.1.0"
+
+__all__ = ["AVRSP", "AVRSPConfig", "ConfigError", "SaliencyLoss", "create_model", "get_config", "list_models",
+           "load_model_config", "register_model", "__version__"]

@@ -1,0 +1,93 @@
+"""The ``avrsp`` command line. Every subcommand reports bad input in one line and exits 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from . import __version__
+from .config import ConfigError, parse_overrides, to_dict
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="model config YAML ('model: <name>' plus fields)")
+    p.add_argument("--set", metavar="KEY=VALUE", nargs="+", default=[], dest="overrides",
+                   help="override config fields, e.g. --set fusion=bilinear num_pairs=2")
+
+
+def _model_config(name: str | None, args: argparse.Namespace):
+    from .models import get_config, load_model_config
+
+    overrides = parse_overrides(args.overrides)
+    if args.config:
+        if name is not None:
+            raise ConfigError("give a model name or --config, not both")
+        return load_model_config(args.config, **overrides)
+    return get_config(name, **overrides)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .info import measure
+    from .models import list_models
+    from .models.avrsp import describe
+
+    if args.config or args.model:
+        names = [args.model] if args.model else [None]
+    else:
+        names = list_models()
+    infos = [measure(_model_config(n, args)) for n in names]
+    if args.json:
+        print(json.dumps([{"config": to_dict(i.config), "params": i.params, "gflops": i.gflops,
+                           "total_params": i.total_params, "total_gflops": i.total_gflops} for i in infos],
+                          indent=2))
+        return 0
+    if len(infos) > 1:
+        print(f"{'model':<12} {'params':>9} {'GFLOPs/window':>14}  {'window':<22} switches")
+        for i in infos:
+            c = i.config
+            window = f"{c.frames}×{c.height}×{c.width}" + (f" + {c.audio_samples} smp" if c.audio else "")
+            print(f"{c.name:<12} {i.total_params / 1e6:>8.2f}M {i.total_gflops:>14.1f}  {window:<22} {describe(c)}")
+        print("\n'avrsp info NAME' shows one model by component.")
+        return 0
+    info = infos[0]
+    c = info.config
+    print(f"{c.name}: {describe(c)}")
+    print(f"window: {c.frames} frames × {c.height}×{c.width}" +
+          (f", audio {c.audio_samples} samples at {c.sample_rate} Hz" if c.audio else ", no audio"))
+    print(f"\n{'component':<12} {'params':>12} {'GFLOPs':>9}")
+    for name in info.params:
+        print(f"{name:<12} {info.params[name]:>12,} {info.gflops[name]:>9.2f}")
+    print(f"{'total':<12} {info.total_params:>12,} {info.total_gflops:>9.2f}")
+    print("\nGFLOPs per window = 2 × multiply-accumulates of convolutions and matrix products.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avrsp", description="Relevance-guided audio-visual video saliency.")
+    parser.add_argument("--version", action="version", version=f"avrsp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="parameters and GFLOPs per window of the named models",
+                       description="Parameters and GFLOPs per window of each registered model, or of one "
+                                   "model by component.")
+    p.add_argument("model", nargs="?", help="a registered model name (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"avrsp: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

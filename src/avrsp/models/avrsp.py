@@ -1,0 +1,201 @@
+"""The AVRSP network (Fig. 2) and its config.
+
+Data flow (docs/architecture.md has the equation → code table):
+
+    clip ─ S3D blocks 1–4 ─ ASPP+LIP ─ X³ X² X¹ X⁰      (X⁰ lowest resolution)
+                                       │  MS at the paired levels → X̂ˡ
+    audio ─ SoundNet8 ─ F_a ─┐         │
+                             RAVF(X̂⁰, F_a) = F_av
+                             MRG chain F_av → F_gated¹ → F_gated² → F_gated³
+    decoder([F_av, X̂¹+F_gated¹, X̂²+F_gated², X̂³+F_gated³]) → σ → B×H×W
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..config import ConfigError
+from .decoder import SaliencyDecoder
+from .fusion import build_fusion
+from .neck import ASPP, LIP, MRG, MS
+from .s3d import S3DBackbone
+from .soundnet import SoundNet8
+
+Fusion = Literal["ravf", "add", "mul", "concat", "bilinear", "mbt"]
+
+#: Levels that carry an MS&MRG pair for each pair count of Table IV (X³ = highest res).
+PAIR_LEVELS = {0: (), 1: (3,), 2: (3, 2), 3: (3, 2, 1), 4: (3, 2, 1, 0)}
+
+
+@dataclass(frozen=True)
+class AVRSPConfig:
+    """Everything that defines an AVRSP network. Paper values unless noted.
+
+    Input size fields (``frames``, ``height``, ``width``, ``sample_rate``) describe the
+    window the model is trained and run on; the network itself accepts any T ≥ 6 and
+    any H, W divisible by 32.
+    """
+
+    name: str = "avrsp"
+    frames: int = 32                    # T, Section IV-B
+    height: int = 224
+    width: int = 384
+    sample_rate: int = 22050            # SoundNet's rate (REFERENCE §2)
+    audio: bool = True                  # Table III "Audio"; False = Ours(V); fusion is then unused
+    fusion: Fusion = "ravf"             # Table V
+    fusion_layers: int = 2              # N stacked RAVF (or MBT) blocks; the paper does not give N
+    heads: int = 8
+    mlp_ratio: int = 4
+    ret_activation: Literal["none", "sigmoid"] = "none"   # Eq. 2–3 as printed; see architecture.md
+    dropout: float = 0.0
+    ms: bool = True                     # Table III "MS"
+    mrg: bool = True                    # Table III "MRG"
+    num_pairs: int = 3                  # Table IV; 3 is the paper's model
+    dims: tuple[int, int, int, int] = (256, 128, 64, 32)  # channels of X⁰, X¹, X², X³
+    aspp_rates: tuple[int, ...] = (1, 2, 4)
+    s3d_width: float = 1.0              # 1.0 = published S3D (loads Kinetics weights)
+    soundnet_width: float = 1.0         # 1.0 = published SoundNet8
+    backbone_bn_momentum: float = 1e-3  # published S3D value; fine-tuning keeps its statistics
+    bn_momentum: float = 0.1
+
+    @property
+    def audio_samples(self) -> int:
+        """Length L of the audio buffer for one window: 22050/10 · T (REFERENCE §2)."""
+        return self.sample_rate * self.frames // 10
+
+    @property
+    def pair_levels(self) -> tuple[int, ...]:
+        return PAIR_LEVELS[self.num_pairs]
+
+    def validate(self) -> None:
+        if self.num_pairs not in PAIR_LEVELS:
+            raise ConfigError(f"num_pairs must be 0–4, got {self.num_pairs}")
+        if self.height % 32 or self.width % 32 or self.height <= 0 or self.width <= 0:
+            raise ConfigError(f"height and width must be positive multiples of 32, got "
+                              f"{self.height}×{self.width}")
+        if self.frames < 6:
+            raise ConfigError(f"frames must be at least 6 (S3D pools time by 8), got {self.frames}")
+        if any(d <= 0 for d in self.dims):
+            raise ConfigError(f"dims must be positive, got {self.dims}")
+        if self.heads <= 0 or self.dims[0] % self.heads:
+            raise ConfigError(f"dims[0]={self.dims[0]} must be divisible by heads={self.heads}")
+        if self.fusion_layers < 1:
+            raise ConfigError(f"fusion_layers must be ≥ 1, got {self.fusion_layers}")
+        if not self.aspp_rates or any(r < 1 for r in self.aspp_rates):
+            raise ConfigError(f"aspp_rates must be positive integers, got {self.aspp_rates}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.s3d_width <= 0 or self.soundnet_width <= 0:
+            raise ConfigError("s3d_width and soundnet_width must be positive")
+
+
+class AVRSP(nn.Module):
+    """Relevance-guided audio-visual saliency network (Yu, Sun, Gao, Gabbouj).
+
+    ``forward(clip, audio)``: clip B×3×T×H×W, RGB in [-1, 1]; audio B×1×L at 22 050 Hz
+    in SoundNet's [-256, 256] scale (ignored by visual-only configs). Returns B×H×W
+    saliency for the clip's last frame: a sigmoid map, each pixel in (0, 1); it is not
+    normalised to sum 1 (the loss and the metrics normalise it as each requires).
+    """
+
+    def __init__(self, config: AVRSPConfig):
+        super().__init__()
+        config.validate()
+        self.config = cfg = config
+        self.visual = S3DBackbone(cfg.s3d_width, cfg.backbone_bn_momentum)
+        block_channels = self.visual.channels            # blocks 1..4, high → low resolution
+        dims = cfg.dims                                   # X⁰..X³, low → high resolution
+        m = cfg.bn_momentum
+        # neck[i] produces Xⁱ from S3D block 4 - i.
+        self.aspp = nn.ModuleList(ASPP(block_channels[3 - i], dims[i], cfg.aspp_rates, m) for i in range(4))
+        self.lip = nn.ModuleList(LIP(dims[i], m) for i in range(4))
+
+        levels = cfg.pair_levels
+        self.ms = nn.ModuleDict()
+        if cfg.ms:
+            for lv in levels:
+                widths = (dims[lv + 1] if lv < 3 else None, dims[lv], dims[lv - 1] if lv > 0 else None)
+                self.ms[str(lv)] = MS(widths, m)
+        self.mrg = nn.ModuleDict()
+        if cfg.mrg:
+            prev = dims[0]
+            for lv in sorted(levels):
+                self.mrg[str(lv)] = MRG(prev, dims[lv], m)
+                prev = dims[lv]
+
+        if cfg.audio:
+            self.audio_net = SoundNet8(cfg.soundnet_width)
+            self.audio_proj = nn.Linear(self.audio_net.out_channels, dims[0])
+            self.fusion = build_fusion(cfg.fusion, dims[0], cfg.heads, cfg.fusion_layers, cfg.mlp_ratio,
+                                       cfg.ret_activation, cfg.dropout)
+        self.decoder = SaliencyDecoder(dims, m)
+
+    @property
+    def uses_audio(self) -> bool:
+        return self.config.audio
+
+    def features(self, clip: torch.Tensor) -> list[torch.Tensor]:
+        """X⁰..X³ (Section III-A): ASPP + LIP after each S3D encoder block."""
+        blocks = self.visual(clip)
+        return [self.lip[i](self.aspp[i](blocks[3 - i])) for i in range(4)]
+
+    def forward(self, clip: torch.Tensor, audio: torch.Tensor | None = None, *,
+                return_relevance: bool = False):
+        if clip.dim() != 5 or clip.shape[1] != 3:
+            raise ValueError(f"clip must be B×3×T×H×W, got {tuple(clip.shape)}")
+        if clip.shape[-1] % 32 or clip.shape[-2] % 32:
+            raise ValueError(f"clip height and width must be multiples of 32, got {tuple(clip.shape[-2:])}")
+        x = self.features(clip)
+        # MS modules read the un-enhanced neighbours, so their order does not matter.
+        xh = [self.ms[str(i)](x[i + 1] if i < 3 else None, x[i], x[i - 1] if i > 0 else None)
+              if str(i) in self.ms else x[i] for i in range(4)]
+
+        relevance = None
+        if self.config.audio:
+            if audio is None:
+                raise ValueError(f"model '{self.config.name}' uses audio: pass audio of shape B×1×L")
+            if audio.dim() != 3 or audio.shape[1] != 1:
+                raise ValueError(f"audio must be B×1×L, got {tuple(audio.shape)}")
+            fa = self.audio_proj(self.audio_net(audio).transpose(1, 2))     # B×N_a×C
+            fav, relevance = self.fusion(xh[0], fa, return_relevance=return_relevance)
+        else:
+            fav = xh[0]
+
+        # Eq. 13–15 from low to high resolution; X'ˡ = X̂ˡ + F_gatedˡ carries fusion into vision.
+        streams = [fav] + xh[1:]
+        prev = fav
+        for lv in sorted(int(k) for k in self.mrg):
+            gated = self.mrg[str(lv)](prev, xh[lv])
+            streams[lv] = streams[lv] + gated
+            prev = gated
+        saliency = torch.sigmoid(self.decoder(streams, clip.shape[-2:]))
+        if return_relevance:
+            return saliency, relevance
+        return saliency
+
+
+def to_channels_last_3d(model: nn.Module) -> nn.Module:
+    """Store every Conv3d weight channels-last (N×D×H×W×C), in place.
+
+    ``Module.to(memory_format=torch.channels_last_3d)`` refuses a model that also holds
+    4-D and 2-D weights (SoundNet's Conv2d, the attention's Linear layers).
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv3d):
+            module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last_3d)
+    return model
+
+
+def describe(config: AVRSPConfig) -> str:
+    """One line naming the ablation switches, for logs and tables."""
+    parts = [f"audio={'on' if config.audio else 'off'}"]
+    if config.audio:
+        parts.append(f"fusion={config.fusion}")
+    parts += [f"ms={'on' if config.ms else 'off'}", f"mrg={'on' if config.mrg else 'off'}",
+              f"pairs={config.num_pairs}"]
+    return " ".join(parts)
+

@@ -1,0 +1,164 @@
+"""Multi-scale feature enhancement: ASPP + LIP (Section III-A), MS (Eq. 8–12), MRG (Eq. 13–15).
+
+Scale convention (docs/architecture.md): X⁰ is the lowest resolution (after S3D block 4)
+and X³ the highest (after block 1), so that RAVF fuses audio with X⁰ and the MRG chain
+runs l = 1, 2, 3 from low to high resolution, as Eq. 13 requires.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ConvBNReLU(nn.Sequential):
+    """A 3-D convolution + BN + ReLU.
+
+    ``kernel_size=3`` is factorised like S3D's own convolutions, spatial (1,3,3) then
+    temporal (3,1,1): it covers the same 3×3×3 neighbourhood at 12/27 of the cost, which
+    matters at X³ (16×56×96 positions at paper size).
+    """
+
+    def __init__(self, cin: int, cout: int, kernel_size: int = 3, bn_momentum: float = 0.1):
+        if kernel_size == 1:
+            layers = [nn.Conv3d(cin, cout, 1, bias=False), nn.BatchNorm3d(cout, momentum=bn_momentum),
+                      nn.ReLU(inplace=True)]
+        else:
+            k, p = kernel_size, kernel_size // 2
+            layers = [nn.Conv3d(cin, cout, (1, k, k), padding=(0, p, p), bias=False),
+                      nn.BatchNorm3d(cout, momentum=bn_momentum), nn.ReLU(inplace=True),
+                      nn.Conv3d(cout, cout, (k, 1, 1), padding=(p, 0, 0), bias=False),
+                      nn.BatchNorm3d(cout, momentum=bn_momentum), nn.ReLU(inplace=True)]
+        super().__init__(*layers)
+
+
+def resize_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Resample ``x`` (B×C×T×H×W) to ``like``'s T×H×W: trilinear up, average-pool down."""
+    size = like.shape[-3:]
+    if x.shape[-3:] == size:
+        return x
+    if all(s <= t for s, t in zip(x.shape[-3:], size)):
+        return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+    if all(s >= t for s, t in zip(x.shape[-3:], size)):
+        return F.adaptive_avg_pool3d(x, size)
+    # Mixed directions (e.g. fewer frames but more pixels): interpolation handles both.
+    return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling [28] on a 3-D feature map.
+
+    A 1×1×1 reduction to ``cout`` channels, then parallel branches (1×1×1, one (1,3,3)
+    atrous convolution per rate, and global average pooling) concatenated and projected
+    back to ``cout``. The pooling branch has no BatchNorm so batch size 1 trains.
+    """
+
+    def __init__(self, cin: int, cout: int, rates: Sequence[int], bn_momentum: float = 0.1):
+        super().__init__()
+        bn = lambda c: nn.BatchNorm3d(c, momentum=bn_momentum)  # noqa: E731
+        self.reduce = ConvBNReLU(cin, cout, 1, bn_momentum)
+        self.branches = nn.ModuleList([ConvBNReLU(cout, cout, 1, bn_momentum)])
+        for r in rates:
+            self.branches.append(nn.Sequential(
+                nn.Conv3d(cout, cout, (1, 3, 3), padding=(0, r, r), dilation=(1, r, r), bias=False),
+                bn(cout), nn.ReLU(inplace=True)))
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool3d(1), nn.Conv3d(cout, cout, 1), nn.ReLU(inplace=True))
+        self.project = ConvBNReLU(cout * (len(rates) + 2), cout, 1, bn_momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.reduce(x)
+        outs = [b(x) for b in self.branches]
+        outs.append(self.pool(x).expand_as(x))
+        return self.project(torch.cat(outs, 1))
+
+
+class LIP(nn.Module):
+    """Local importance-based pooling [29]: ``avgpool(x·w) / avgpool(w)``, w = exp(logit).
+
+    Stride 1 (3×3×3 window), so X^i keeps its encoder block's resolution and any H, W
+    divisible by 32 works. As in LIP, the logit is ``12·sigmoid(z)``; we subtract 12
+    before ``exp`` (the ratio is unchanged) so the weights lie in [e⁻¹², 1] and cannot
+    overflow in bf16/fp16.
+    """
+
+    def __init__(self, channels: int, bn_momentum: float = 0.1):
+        super().__init__()
+        self.logit = nn.Sequential(nn.Conv3d(channels, channels, 1, bias=False),
+                                   nn.BatchNorm3d(channels, momentum=bn_momentum))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The ratio of two pooled sums is computed in float32: CPU avg_pool3d has no bf16
+        # kernel, and bf16 sums would cost the ratio its precision. Explicit zero padding:
+        # pooling's own padding rejects maps smaller than the window (one frame at X⁰ for
+        # 8-frame clips); zeros add nothing to either sum.
+        w = torch.exp(12.0 * (torch.sigmoid(self.logit(x).float()) - 1.0))
+        pad = (1, 1, 1, 1, 1, 1)
+        out = F.avg_pool3d(F.pad(x.float() * w, pad), 3, 1) / F.avg_pool3d(F.pad(w, pad), 3, 1)
+        return out.to(x.dtype)
+
+
+class MS(nn.Module):
+    """Multi-scale feature Synergy, Eq. 8–12: X̂ᵐ = MS(Xʰ, Xᵐ, Xˡ).
+
+    ``widths`` are the channel counts of (Xʰ, Xᵐ, Xˡ); ``None`` marks a missing
+    neighbour (X³ has no higher-resolution neighbour, X⁰ no lower one). Terms of
+    Eq. 10–11 that would need a missing neighbour are dropped. 𝒰 = upsample then
+    convolve, 𝒟 = downsample then convolve, 𝒞 = convolve; each convolution maps to the
+    channel count of the scale it produces, so scales of different widths combine.
+    """
+
+    def __init__(self, widths: tuple[int | None, int, int | None], bn_momentum: float = 0.1):
+        super().__init__()
+        conv = lambda a, b: ConvBNReLU(a, b, 3, bn_momentum)  # noqa: E731
+        self.levels = [i for i, w in enumerate(widths) if w is not None]  # subset of 0=h, 1=m, 2=l
+        w = widths
+        # Eq. 9: X₁ⁱ = 𝒞(Xⁱ)
+        self.c1 = nn.ModuleDict({str(i): conv(w[i], w[i]) for i in self.levels})
+        # Eq. 10: X₂ⁱ = 𝒰(X₁^{i_low}) + 𝒞(X₁ⁱ) + 𝒟(X₁^{i_high})
+        self.c2 = nn.ModuleDict({str(i): conv(w[i], w[i]) for i in self.levels})
+        self.u2 = nn.ModuleDict({str(i): conv(w[i + 1], w[i]) for i in self.levels if i + 1 in self.levels})
+        self.d2 = nn.ModuleDict({str(i): conv(w[i - 1], w[i]) for i in self.levels if i - 1 in self.levels})
+        # Eq. 11: X₃ᵐ = 𝒟(X₂ʰ) + 𝒞(X₂ᵐ) + 𝒰(X₂ˡ)
+        self.c3 = conv(w[1], w[1])
+        self.d3 = conv(w[0], w[1]) if w[0] is not None else None
+        self.u3 = conv(w[2], w[1]) if w[2] is not None else None
+
+    def forward(self, xh: torch.Tensor | None, xm: torch.Tensor, xl: torch.Tensor | None) -> torch.Tensor:
+        xs = {0: xh, 1: xm, 2: xl}
+        x1 = {i: self.c1[str(i)](xs[i]) for i in self.levels}
+        x2 = {}
+        for i in self.levels:
+            y = self.c2[str(i)](x1[i])
+            if str(i) in self.u2:
+                y = y + self.u2[str(i)](resize_to(x1[i + 1], x1[i]))
+            if str(i) in self.d2:
+                y = y + self.d2[str(i)](resize_to(x1[i - 1], x1[i]))
+            x2[i] = y
+        x3 = self.c3(x2[1])
+        if self.d3 is not None:
+            x3 = x3 + self.d3(resize_to(x2[0], xm))
+        if self.u3 is not None:
+            x3 = x3 + self.u3(resize_to(x2[2], xm))
+        return x3 + xm  # Eq. 12
+
+
+class MRG(nn.Module):
+    """Multi-scale Regulator Gate, Eq. 13–15.
+
+    F̂ = UpSample(F_av^{l-1}) (Eq. 13); G = GAP(σ(Conv(Cat(F̂, X̂ˡ)))) (Eq. 14), one gate
+    per channel of F̂; F_gated = Conv(G ⊙ F̂) (Eq. 15), mapped to X̂ˡ's width. The gate's
+    convolution is 1×1×1 (its output is averaged over all positions anyway).
+    """
+
+    def __init__(self, fav_channels: int, x_channels: int, bn_momentum: float = 0.1):
+        super().__init__()
+        self.gate = nn.Conv3d(fav_channels + x_channels, fav_channels, 1)
+        self.out = ConvBNReLU(fav_channels, x_channels, 3, bn_momentum)
+
+    def forward(self, fav: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        f = resize_to(fav, x)
+        g = torch.sigmoid(self.gate(torch.cat([f, x], 1))).mean(dim=(2, 3, 4), keepdim=True)
+        return self.out(g * f)
