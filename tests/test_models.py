@@ -195,6 +195,17 @@ def test_fusion_bf16_agrees_with_fp32(fusion):
     assert torch.corrcoef(torch.stack([ref.flatten(), out.float().flatten()]))[0, 1] > 0.99
 
 
+def test_bilinear_fusion_is_nn_bilinear_plus_identity():
+    from avrsp.models.fusion import BilinearFusion
+
+    m = BilinearFusion(8)
+    x0, a = torch.randn(2, 8, 2, 3, 4), torch.randn(2, 3, 8)
+    got = m(x0, a)[0]
+    tokens = x0.flatten(2).transpose(1, 2)
+    want = m.bilinear(tokens, a.mean(1, keepdim=True).expand_as(tokens).contiguous())
+    torch.testing.assert_close(got, x0 + want.transpose(1, 2).reshape(x0.shape), rtol=1e-5, atol=1e-5)
+
+
 def test_lip_is_a_local_importance_weighted_average():
     from avrsp.models.neck import LIP
 
