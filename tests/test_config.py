@@ -23,6 +23,7 @@ def test_override_changes_only_named_fields():
     ({"num_pairs": 5}, "num_pairs must be 0–4"),
     ({"height": 100}, "multiples of 32"),
     ({"heads": 7}, "divisible by heads"),
+    ({"frames": 4}, "at least 5"),
 ])
 def test_bad_overrides_name_the_problem(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -153,6 +153,8 @@ def test_audio_model_requires_audio(tiny_cfg):
         model(clip)
     with pytest.raises(ValueError, match="multiples of 32"):
         model(clip[..., :50], torch.zeros(1, 1, tiny_cfg.audio_samples))
+    with pytest.raises(ValueError, match="at least 5 frames"):
+        model(clip[:, :, :4], torch.zeros(1, 1, tiny_cfg.audio_samples))
 
 
 def test_any_size_divisible_by_32(tiny_cfg):
@@ -163,6 +165,8 @@ def test_any_size_divisible_by_32(tiny_cfg):
         # Longer clips and longer audio buffers work too.
         clip16 = torch.rand(1, 3, 16, 64, 64) * 2 - 1
         assert model(clip16, torch.randn(1, 1, 2 * tiny_cfg.audio_samples)).shape == (1, 64, 64)
+        # The shortest clip S3D's time strides allow.
+        assert model(clip16[:, :, :5], torch.randn(1, 1, tiny_cfg.audio_samples)).shape == (1, 64, 64)
 
 
 def test_every_module_runs_in_bf16_channels_last(tiny_cfg):

@@ -27,6 +27,9 @@ from .soundnet import SoundNet8
 
 Fusion = Literal["ravf", "add", "mul", "concat", "bilinear", "mbt"]
 
+#: The shortest clip S3D accepts: its time axis must survive strides/pools of 2, 2 and 2.
+MIN_FRAMES = 5
+
 #: Levels that carry an MS&MRG pair for each pair count of Table IV (X³ = highest res).
 PAIR_LEVELS = {0: (), 1: (3,), 2: (3, 2), 3: (3, 2, 1), 4: (3, 2, 1, 0)}
 
@@ -36,7 +39,7 @@ class AVRSPConfig:
     """Everything that defines an AVRSP network. Paper values unless noted.
 
     Input size fields (``frames``, ``height``, ``width``, ``sample_rate``) describe the
-    window the model is trained and run on; the network itself accepts any T ≥ 6 and
+    window the model is trained and run on; the network itself accepts any T ≥ 5 and
     any H, W divisible by 32.
     """
 
@@ -77,8 +80,8 @@ class AVRSPConfig:
         if self.height % 32 or self.width % 32 or self.height <= 0 or self.width <= 0:
             raise ConfigError(f"height and width must be positive multiples of 32, got "
                               f"{self.height}×{self.width}")
-        if self.frames < 6:
-            raise ConfigError(f"frames must be at least 6 (S3D pools time by 8), got {self.frames}")
+        if self.frames < MIN_FRAMES:
+            raise ConfigError(f"frames must be at least {MIN_FRAMES} (S3D reduces time 8×), got {self.frames}")
         if any(d <= 0 for d in self.dims):
             raise ConfigError(f"dims must be positive, got {self.dims}")
         if self.heads <= 0 or self.dims[0] % self.heads:
@@ -149,6 +152,8 @@ class AVRSP(nn.Module):
             raise ValueError(f"clip must be B×3×T×H×W, got {tuple(clip.shape)}")
         if clip.shape[-1] % 32 or clip.shape[-2] % 32:
             raise ValueError(f"clip height and width must be multiples of 32, got {tuple(clip.shape[-2:])}")
+        if clip.shape[2] < MIN_FRAMES:
+            raise ValueError(f"clip needs at least {MIN_FRAMES} frames, got {clip.shape[2]}")
         x = self.features(clip)
         # MS modules read the un-enhanced neighbours, so their order does not matter.
         xh = [self.ms[str(i)](x[i + 1] if i < 3 else None, x[i], x[i - 1] if i > 0 else None)
