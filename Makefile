@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(BIN)/avrsp info
-	$(BIN)/avrsp info avrsp
+	$(BIN)/avrsp synth runs/demo-data --videos 6 --frames 48 --overwrite
+	$(BIN)/avrsp data check runs/demo-data
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import warnings
+from pathlib import Path
 from typing import Sequence
 
 from . import __version__
@@ -64,6 +67,58 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .data.synth import SynthConfig, write_dataset
+
+    fields = {f.name for f in dataclasses.fields(SynthConfig)}
+    cfg = SynthConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise ConfigError(f"synth: {e}") from None
+    root = Path(args.root)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rwriting videos: {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+    try:
+        meta = write_dataset(root, cfg, overwrite=args.overwrite, progress=progress)
+    except FileExistsError as e:
+        raise ConfigError(str(e)) from None
+    kinds = [v["kind"] for v in meta["videos"]]
+    print(f"{root}: {len(kinds)} videos ({kinds.count('relevant')} relevant audio, {kinds.count('music')} "
+          f"background music), {cfg.frames} frames at {cfg.height}×{cfg.width}, {cfg.fps:g} fps")
+    print(f"  STAViS layout: {root / 'stavis'} (database {meta['db']}, fold lists 1–3)")
+    print(f"  DHF1K layout:  {root / 'dhf1k'} (train/, val/)")
+    print(f"  videos:        {root / 'videos'} (.mp4 with sound); metadata: {root / 'synth.json'}")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from .data.check import check, format_report
+    from .data.datasets import DataError
+
+    try:
+        found, messages = check(args.root)
+    except DataError as e:
+        print(f"avrsp: error: {e}", file=sys.stderr)
+        return 1
+    print(format_report(found))
+    for m in messages:
+        print(f"warning: {m}")
+    unusable = [(f, r) for f, _, reports in found for r in reports if not r.usable]
+    for folder, r in unusable:
+        print(f"avrsp: error: {folder}: {r.dataset} split {r.split} {r.part} has no usable video", file=sys.stderr)
+    return 1 if unusable else 0
+
+
+def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type) -> None:
+    """One --flag per field of a flat dataclass, typed by its default."""
+    for f in dataclasses.fields(cls):
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None,
+                       metavar=type(f.default).__name__.upper(), help=f"default {f.default}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avrsp", description="Relevance-guided audio-visual video saliency.")
     parser.add_argument("--version", action="version", version=f"avrsp {__version__}")
@@ -76,15 +131,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_model_args(p)
     p.set_defaults(func=cmd_info)
+
+    from .data.synth import SynthConfig
+
+    p = sub.add_parser("synth", help="write a synthetic audio-visual saliency dataset",
+                       description="Write a procedural dataset where gaze follows the sounding object "
+                                   "('relevant' videos) or visual cues only ('music' videos), in the STAViS and "
+                                   "DHF1K layouts plus .mp4 files with sound.")
+    p.add_argument("root", help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a synthetic dataset already in ROOT")
+    _add_dataclass_flags(p, SynthConfig)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("data", help="dataset tools")
+    data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    q = data.add_parser("check", help="videos, frames, missing files, all-zero maps and audio rates per split")
+    q.add_argument("root", help="a dataset folder (or a folder holding several)")
+    q.set_defaults(func=cmd_data_check)
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"avrsp: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from .data.datasets import DataError
+    from .media import MediaError
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.showwarning = _one_line_warning
     try:
         return args.func(args)
-    except ConfigError as e:
+    except (ConfigError, DataError, MediaError) as e:
         print(f"avrsp: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,494 @@
+"""Readers for the dataset layouts of REFERENCE §1, and the training clip sampler.
+
+A dataset on disk becomes a list of :class:`AnnotatedVideo`. Each one gives
+full-resolution access for evaluation (``frame``, ``saliency_map``, ``fixations``,
+``audio``). :class:`ClipDataset` turns such lists into training samples (T consecutive
+frames, the clip's audio, the last frame's map and fixations at the training size).
+
+What exists on disk decides. The number of frames is the number of frame images (or
+decoded frames) found. A fold list that disagrees gets one warning. A missing or
+unreadable map or fixation file is reported once with its path and that frame is never
+a training target. All-zero maps are never training targets either.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..media import SOUNDNET_RATE, MediaError, clip_audio, frame_span, iter_frames, read_audio
+
+STAVIS_DATABASES = ("AVAD", "Coutrot_db1", "Coutrot_db2", "DIEM", "ETMD_av", "SumMe")
+DHF1K_SPLITS = {"train": range(1, 601), "val": range(601, 701), "test": range(701, 1001)}
+
+
+class DataError(Exception):
+    """A dataset that cannot be used; the message names the path and the cause."""
+
+
+class DataWarning(UserWarning):
+    """Something skipped or resolved in the data, reported once with its path."""
+
+
+_reported: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _reported:
+        _reported.add(message)
+        warnings.warn(message, DataWarning, stacklevel=3)
+
+
+# ------------------------------------------------------------------ files
+
+def read_image(path: Path) -> np.ndarray:
+    """RGB uint8 H×W×3."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, SyntaxError) as e:
+        raise DataError(f"{path}: cannot read image ({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
+
+
+def read_map(path: Path) -> np.ndarray:
+    """A continuous saliency map as float32 in [0, 1] (8-bit grey levels / 255)."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    except (OSError, UnidentifiedImageError, SyntaxError) as e:
+        raise DataError(f"{path}: cannot read map ({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
+
+
+def read_fixations(path: Path) -> np.ndarray:
+    """A binary fixation map (bool H×W) from a .png (non-zero = fixation) or a MATLAB .mat
+    file holding variable ``I`` (DHF1K) or ``eyeMap`` (STAViS)."""
+    if path.suffix.lower() != ".mat":
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("L")) > 0
+        except (OSError, UnidentifiedImageError, SyntaxError) as e:
+            raise DataError(f"{path}: cannot read fixations ({e.__class__.__name__})") from None
+    from scipy.io import loadmat
+
+    try:
+        data = loadmat(path)
+    except NotImplementedError:
+        raise DataError(f"{path}: MATLAB v7.3 (HDF5) .mat files are not supported; re-save with -v7") from None
+    except Exception as e:  # scipy raises several types for damaged files
+        raise DataError(f"{path}: cannot read .mat file ({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
+    for key in ("eyeMap", "I"):
+        if key in data:
+            arr = np.asarray(data[key])
+            if arr.ndim != 2 or arr.size == 0:
+                raise DataError(f"{path}: variable '{key}' is not a 2-D map (shape {arr.shape})")
+            return arr > 0
+    raise DataError(f"{path}: no variable 'eyeMap' or 'I' in the .mat file")
+
+
+# ------------------------------------------------------------------ videos
+
+class FrameSource:
+    """Random access to a video's frames, 0-based."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def read(self, indices: Sequence[int]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+class ImageFrames(FrameSource):
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read(self, indices: Sequence[int]) -> list[np.ndarray]:
+        # Clips of short videos repeat frame 0: read each file once.
+        images = {i: read_image(self.paths[i]) for i in set(indices)}
+        return [images[i] for i in indices]
+
+
+class VideoFileFrames(FrameSource):
+    """Frames decoded from a video file (e.g. DHF1K's .AVI release).
+
+    ``read`` decodes from the start up to the last frame asked for, keeping only the frames
+    asked for, so memory is bounded by the request, not the video. Frame counts come
+    from decoding once (container headers are unreliable for AVI).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @cached_property
+    def _count(self) -> int:
+        return sum(1 for _ in iter_frames(self.path))
+
+    def __len__(self) -> int:
+        return self._count
+
+    def read(self, indices: Sequence[int]) -> list[np.ndarray]:
+        wanted = set(indices)
+        last = max(wanted)
+        got: dict[int, np.ndarray] = {}
+        for k, (rgb, _) in enumerate(iter_frames(self.path)):
+            if k in wanted:
+                got[k] = rgb
+            if k >= last:
+                break
+        missing = wanted - got.keys()
+        if missing:
+            raise DataError(f"{self.path}: frame {min(missing) + 1} is past the video's end ({len(got)} decoded)")
+        return [got[i] for i in indices]
+
+
+@dataclass
+class AnnotatedVideo:
+    """One video of a dataset with its annotations; every index is 0-based.
+
+    ``maps[k]`` / ``fixations[k]`` are the files of frame k (``None`` if absent on disk).
+    """
+
+    dataset: str
+    name: str
+    fps: float
+    frames: FrameSource
+    maps: list[Path | None]
+    fixation_files: list[Path | None]
+    audio_path: Path | None = None
+    _invalid: set[int] = field(default_factory=set, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def frame(self, k: int) -> np.ndarray:
+        return self.frames.read([k])[0]
+
+    def saliency_map(self, k: int) -> np.ndarray | None:
+        """The continuous ground truth of frame k at full resolution, or None if missing/unreadable."""
+        path = self.maps[k] if k < len(self.maps) else None
+        if path is None:
+            return None
+        try:
+            return read_map(path)
+        except DataError as e:
+            _warn_once(str(e))
+            return None
+
+    def fixations(self, k: int) -> np.ndarray | None:
+        """The binary fixations of frame k at full resolution, or None if missing/unreadable."""
+        path = self.fixation_files[k] if k < len(self.fixation_files) else None
+        if path is None:
+            return None
+        try:
+            return read_fixations(path)
+        except DataError as e:
+            _warn_once(str(e))
+            return None
+
+    @cached_property
+    def audio(self) -> np.ndarray | None:
+        """The soundtrack, mono float32 at 22 050 Hz, or None (silence) when there is none."""
+        if self.audio_path is None:
+            return None
+        try:
+            return read_audio(self.audio_path, SOUNDNET_RATE, warn=False)
+        except MediaError as e:
+            _warn_once(f"{e}; using silence")
+            return None
+
+    def is_target(self, k: int) -> bool:
+        """Whether frame k can be a training target: its map exists, reads, and is not all zero."""
+        if k in self._invalid:
+            return False
+        m = self.saliency_map(k)
+        if m is None or not m.any():
+            self._invalid.add(k)
+            return False
+        return True
+
+
+# ------------------------------------------------------------------ STAViS layout
+
+_FOLD_LINE = re.compile(r"^(\S+)\s+(\d+)\s+([0-9.]+)\s*$")
+
+
+def read_fold_list(path: Path) -> list[tuple[str, int, float]]:
+    """``<video> <n_frames> <fps>`` lines of a STAViS fold list."""
+    out = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read fold list ({e.strerror})") from None
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        m = _FOLD_LINE.match(line.strip())
+        if not m:
+            raise DataError(f"{path}:{i}: expected '<video> <n_frames> <fps>', got {line.strip()!r}")
+        out.append((m.group(1), int(m.group(2)), float(m.group(3))))
+    return out
+
+
+def stavis_fold_list(root: Path, db: str, part: str, split: int | None) -> Path:
+    """The fold list path; DIEM (and ``split=None``) use the fixed split's list."""
+    suffix = f"{part}_fps" if split is None else f"{part}_{split}_fps"
+    return Path(root) / "fold_lists" / f"{db}_list_{suffix}.txt"
+
+
+def stavis_databases(root: Path) -> list[str]:
+    """Database names that have fold lists under ``root/fold_lists``."""
+    names = set()
+    for p in (Path(root) / "fold_lists").glob("*_list_*_fps.txt"):
+        names.add(p.name.split("_list_")[0])
+    return sorted(names)
+
+
+def _numbered(folder: Path, pattern: str) -> dict[int, Path]:
+    rx = re.compile(pattern)
+    out = {}
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = rx.fullmatch(p.name)
+            if m:
+                out[int(m.group(1))] = p
+    return out
+
+
+def _per_frame(files: dict[int, Path], n: int, first: int = 1) -> list[Path | None]:
+    return [files.get(k + first) for k in range(n)]
+
+
+def stavis_video(root: Path, db: str, name: str, listed_frames: int, fps: float) -> AnnotatedVideo:
+    root = Path(root)
+    frame_dir = root / "video_frames" / db / name
+    frames = _numbered(frame_dir, r"img_(\d+)\.jpg")
+    if not frames:
+        raise DataError(f"{frame_dir}: no frames (img_%05d.jpg)")
+    n = max(frames)  # 1-based contiguous numbering; a hole becomes a missing-frame error
+    holes = [k for k in range(1, n + 1) if k not in frames]
+    if holes:
+        _warn_once(f"{frame_dir}: {len(holes)} frame file(s) missing (first img_{holes[0]:05d}.jpg); "
+                   f"using frames 1–{holes[0] - 1}")
+        n = holes[0] - 1
+    if n != listed_frames:
+        _warn_once(f"{frame_dir}: fold list says {listed_frames} frames, {n} on disk; using {n}")
+    ann = root / "annotations" / db / name
+    maps = _per_frame(_numbered(ann / "maps", r"eyeMap_(\d+)\.jpg"), n)
+    fix = _per_frame(_numbered(ann, r"fixMap_(\d+)\.mat"), n)
+    wav = root / "video_audio" / db / name / f"{name}.wav"
+    return AnnotatedVideo(db, name, fps, ImageFrames([frames[k] for k in range(1, n + 1)]), maps, fix,
+                          wav if wav.is_file() else None)
+
+
+def stavis_videos(root: str | Path, db: str, part: str, split: int | None = 1) -> list[AnnotatedVideo]:
+    """Videos of one database's fold list (``part`` = train/test, ``split`` 1–3; DIEM
+    has one fixed split and ignores ``split``). Videos whose folder is missing are
+    reported once and skipped."""
+    root = Path(root)
+    if db == "DIEM":
+        split = None
+    lst = stavis_fold_list(root, db, part, split)
+    if not lst.is_file():
+        raise DataError(f"{lst}: fold list not found")
+    out = []
+    for name, n, fps in read_fold_list(lst):
+        try:
+            out.append(stavis_video(root, db, name, n, fps))
+        except DataError as e:
+            _warn_once(f"{e}; skipping video {name}")
+    return out
+
+
+# ------------------------------------------------------------------ DHF1K layouts
+
+def dhf1k_layout(root: str | Path) -> str | None:
+    """'vinet' (<split>/<vid>/images), 'tased' (video/0001/0001.png), 'release'
+    (video/001.AVI) or None."""
+    root = Path(root)
+    if any((root / s).is_dir() and any((root / s).glob("*/images")) for s in ("train", "val", "test")):
+        return "vinet"
+    video = root / "video"
+    if video.is_dir():
+        if any(p.is_dir() for p in video.iterdir()):
+            return "tased"
+        if any(p.suffix.lower() == ".avi" for p in video.iterdir()):
+            return "release"
+    return None
+
+
+def _dhf1k_annotations(folder: Path, n: int) -> tuple[list[Path | None], list[Path | None]]:
+    maps = _per_frame(_numbered(folder / "maps", r"(\d+)\.png"), n)
+    fix_png = _numbered(folder / "fixation", r"(\d+)\.png")
+    fix_mat = _numbered(folder / "fixation" / "maps", r"(\d+)\.mat")
+    fixations = _per_frame({**fix_mat, **fix_png}, n)
+    return maps, fixations
+
+
+def dhf1k_videos(root: str | Path, split: str, fps: float = 30.0) -> list[AnnotatedVideo]:
+    """DHF1K videos of ``split`` (train/val/test) in any of the three layouts. In the
+    TASED and release layouts the split is by video number (1–600, 601–700, 701–1000);
+    the ViNet layout has split folders. DHF1K is ~30 fps and silent."""
+    root = Path(root)
+    layout = dhf1k_layout(root)
+    if layout is None:
+        raise DataError(f"{root}: not a DHF1K layout (expected <split>/<vid>/images, video/<vid>/*.png or video/*.AVI)")
+    if split not in DHF1K_SPLITS:
+        raise DataError(f"unknown DHF1K split '{split}' (train, val, test)")
+    out = []
+    if layout == "vinet":
+        for d in sorted((root / split).glob("*/images")):
+            frames = _numbered(d, r"(\d+)\.(?:png|jpg)")
+            if not frames:
+                _warn_once(f"{d}: no frames; skipping")
+                continue
+            n = len(frames)
+            maps, fix = _dhf1k_annotations(d.parent, n)
+            out.append(AnnotatedVideo("DHF1K", d.parent.name, fps, ImageFrames([frames[k] for k in sorted(frames)]),
+                                      maps, fix))
+        return out
+    ids = DHF1K_SPLITS[split]
+    annotations = {int(p.name): p for p in (root / "annotation").glob("*") if p.name.isdigit()}
+    if layout == "tased":
+        for d in sorted((root / "video").iterdir()):
+            if not (d.is_dir() and d.name.isdigit() and int(d.name) in ids):
+                continue
+            frames = _numbered(d, r"(\d+)\.(?:png|jpg)")
+            n = len(frames)
+            maps, fix = _dhf1k_annotations(annotations.get(int(d.name), d / "_none_"), n)
+            out.append(AnnotatedVideo("DHF1K", d.name, fps, ImageFrames([frames[k] for k in sorted(frames)]), maps, fix))
+        return out
+    for p in sorted((root / "video").iterdir()):
+        if p.suffix.lower() != ".avi" or not p.stem.isdigit() or int(p.stem) not in ids:
+            continue
+        src = VideoFileFrames(p)
+        folder = annotations.get(int(p.stem), p.parent / "_none_")
+        n = len(_numbered(folder / "maps", r"(\d+)\.png")) or len(src)
+        maps, fix = _dhf1k_annotations(folder, n)
+        out.append(AnnotatedVideo("DHF1K", f"{int(p.stem):04d}", fps, src, maps, fix))
+    return out
+
+
+# ------------------------------------------------------------------ training samples
+
+def resize_map(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a float map to (height, width); PIL widens the filter when
+    shrinking, so it antialiases."""
+    if m.shape == tuple(size):
+        return m.astype(np.float32, copy=False)
+    im = Image.fromarray(m.astype(np.float32), mode="F")
+    return np.array(im.resize((size[1], size[0]), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def resize_fixations(fix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Move each fixation to the pixel that contains it at the new size (none is lost;
+    two may merge)."""
+    out = np.zeros(size, np.float32)
+    ys, xs = np.nonzero(fix)
+    if len(ys):
+        out[(ys * size[0]) // fix.shape[0], (xs * size[1]) // fix.shape[1]] = 1.0
+    return out
+
+
+def to_model_frames(frames: Sequence[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
+    """RGB uint8 frames → 3×T×H×W float32 in [-1, 1] (the S3D Kinetics convention)."""
+    arr = np.stack([np.asarray(Image.fromarray(f).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+                    if f.shape[:2] != tuple(size) else f for f in frames])
+    return torch.from_numpy(arr).permute(3, 0, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Training samples: T consecutive frames ending at a valid target frame.
+
+    Item ``i`` draws from video ``i % len(videos)`` (``clips_per_video`` items per video
+    per epoch). The last frame is drawn uniformly among the video's frames whose map is
+    valid. The paper samples clips at random; these come from a generator seeded by
+    (seed, epoch, i), so any worker or rank reproduces them. A clip that would start
+    before frame 0 repeats frame 0 (videos shorter than T). Items are dicts:
+    ``clip`` 3×T×H×W in [-1, 1], ``audio`` 1×L (SoundNet scale; silence when the video
+    has none), ``map`` H×W in [0, 1], ``fixations`` H×W in {0, 1}, and ``video`` /
+    ``frame`` (0-based) / ``dataset``.
+    """
+
+    def __init__(self, videos: Sequence[AnnotatedVideo], frames: int, size: tuple[int, int], *,
+                 audio: bool = True, sample_rate: int = SOUNDNET_RATE, clips_per_video: int = 1, seed: int = 0,
+                 max_tries: int = 20):
+        self.videos = [v for v in videos if len(v) > 0]
+        if not self.videos:
+            raise DataError("no usable videos")
+        self.frames, self.size, self.use_audio = frames, tuple(size), audio
+        self.sample_rate, self.clips_per_video, self.seed = sample_rate, clips_per_video, seed
+        self.max_tries = max_tries
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.videos) * self.clips_per_video
+
+    def _target(self, video: AnnotatedVideo, rng: np.random.Generator) -> int:
+        for _ in range(self.max_tries):
+            k = int(rng.integers(len(video)))
+            if video.is_target(k):
+                return k
+        # Few valid frames: scan once so a video with any valid map still yields one.
+        valid = [k for k in range(len(video)) if video.is_target(k)]
+        if not valid:
+            raise DataError(f"{video.dataset}/{video.name}: no frame has a usable saliency map")
+        return int(rng.choice(valid))
+
+    def __getitem__(self, i: int) -> dict:
+        video = self.videos[i % len(self.videos)]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        k = self._target(video, rng)
+        first = k - self.frames + 1
+        indices = [max(j, 0) for j in range(first, k + 1)]
+        clip = to_model_frames(video.frames.read(indices), self.size)
+        sal = video.saliency_map(k)
+        fix = video.fixations(k)
+        item = {
+            "clip": clip,
+            "map": torch.from_numpy(resize_map(sal, self.size)),
+            "fixations": torch.from_numpy(resize_fixations(fix, self.size) if fix is not None
+                                          else np.zeros(self.size, np.float32)),
+            "video": video.name, "frame": k, "dataset": video.dataset,
+        }
+        if self.use_audio:
+            start, end = frame_span(first, k, video.fps)
+            buffer = self.sample_rate * self.frames // 10
+            item["audio"] = torch.from_numpy(clip_audio(video.audio, self.sample_rate, start, end, buffer))[None]
+        return item
+
+
+def load_split(root: str | Path, dataset: str, part: str, split: int | None = 1) -> list[AnnotatedVideo]:
+    """Videos of a named dataset: 'DHF1K' (part = train/val/test) or a STAViS database
+    (part = train/test, split 1–3)."""
+    if dataset.upper() == "DHF1K":
+        return dhf1k_videos(root, part)
+    return stavis_videos(root, dataset, part, split)
+
+
+def probe_rate(path: Path) -> int | None:
+    """The sample rate a wav (or any media file) declares, without decoding it."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            return int(c.streams.audio[0].rate) if c.streams.audio else None
+    except av.FFmpegError:
+        return None
+
+
+__all__ = ["AnnotatedVideo", "ClipDataset", "DataError", "DataWarning", "STAVIS_DATABASES", "dhf1k_layout",
+           "dhf1k_videos", "load_split", "read_fixations", "read_fold_list", "read_image", "read_map",
+           "resize_fixations", "resize_map", "stavis_databases", "stavis_videos", "to_model_frames"]

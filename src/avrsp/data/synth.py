@@ -1,0 +1,344 @@
+"""A procedural audio-visual attention dataset where audio provably matters (``avrsp synth``).
+
+Each video shows several discs of one size and shape on a textured background, moving
+and bouncing; only their colours differ, and each colour has its own sound (a tone at a
+fixed pitch per colour, the same in every video). Two kinds of video:
+
+* ``relevant``: one disc sounds at a time and the sounding disc changes every second or
+  two. Simulated viewers look mostly at the sounding disc. Nothing in the pixels says
+  which disc sounds, so only a model that ties pitch to colour can predict the gaze.
+* ``music``: the soundtrack is music unrelated to the discs (low chords and a beat, in a
+  register no disc uses); viewers follow visual cues only (faster discs draw more gaze)
+  with a centre bias.
+
+Per frame, each simulated viewer fixates a target (sticky over frames) with Gaussian
+jitter; the binary fixation map is blurred into the continuous map as the real datasets
+do. Every random choice derives from the seed. The dataset is written in the STAViS
+layout (``stavis/``), the ViNet-style DHF1K layout (``dhf1k/``), and as ``.mp4`` files
+with sound (``videos/``); ``synth.json`` records each video's kind, colours, which disc
+sounds when, and every disc's position per frame.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+from scipy.io import savemat, wavfile
+from scipy.ndimage import gaussian_filter, zoom
+
+from ..media import SOUNDNET_RATE
+
+DB_NAME = "SynthAV"
+
+#: Disc colours (RGB) and the pitch (Hz) each one sounds at. Pitches are not in octave or
+#: harmonic relation to each other, and all lie above the music's register.
+PALETTE = (
+    ((230, 40, 40), 450.0),    # red
+    ((40, 200, 60), 610.0),    # green
+    ((50, 90, 240), 780.0),    # blue
+    ((240, 210, 30), 1010.0),  # yellow
+    ((210, 50, 220), 1290.0),  # magenta
+    ((30, 210, 220), 1650.0),  # cyan
+)
+#: The music's notes (G2–G3 and their second harmonics stay below 400 Hz).
+MUSIC_NOTES = (98.0, 110.0, 123.5, 130.8, 146.8, 164.8, 174.6, 196.0)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    videos: int = 12
+    frames: int = 64
+    height: int = 144
+    width: int = 256
+    fps: float = 15.0
+    objects: int = 3
+    viewers: int = 16
+    relevant_fraction: float = 0.5
+    sample_rate: int = SOUNDNET_RATE
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.videos < 3 or self.frames < 1:
+            raise ValueError("need at least 3 videos (one test video per fold) of at least one frame")
+        if not 2 <= self.objects <= len(PALETTE):
+            raise ValueError(f"objects must be 2–{len(PALETTE)}")
+        if self.height < 32 or self.width < 32:
+            raise ValueError("height and width must be at least 32 pixels")
+        if self.fps <= 0 or self.viewers < 1 or not 0 <= self.relevant_fraction <= 1:
+            raise ValueError("fps and viewers must be positive, relevant_fraction in [0, 1]")
+
+
+@dataclass
+class SynthVideo:
+    """One generated video, in memory."""
+
+    name: str
+    kind: str                       # "relevant" or "music"
+    colours: list[int]              # palette index of each disc
+    positions: np.ndarray           # F×K×2 (x, y) disc centres in pixels
+    radius: float
+    sounding: list[int | None]      # per frame: the disc that sounds, or None
+    frames: np.ndarray              # F×H×W×3 uint8
+    fixations: np.ndarray           # F×H×W bool
+    maps: np.ndarray                # F×H×W uint8 continuous saliency
+    audio: np.ndarray               # float32 mono in [-1, 1]
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    coarse = rng.uniform(0.25, 0.6, size=(6, 10, 3))
+    smooth = zoom(coarse, (h / 6, w / 10, 1), order=3)[:h, :w]
+    fine = rng.normal(0, 0.03, size=(h, w, 1))
+    return np.clip(smooth + fine, 0, 1)
+
+
+def _trajectories(rng: np.random.Generator, cfg: SynthConfig, radius: float) -> np.ndarray:
+    k, f = cfg.objects, cfg.frames
+    pos = np.empty((f, k, 2))
+    p = np.stack([rng.uniform(radius, cfg.width - radius, k), rng.uniform(radius, cfg.height - radius, k)], 1)
+    speed = rng.uniform(0.4, 2.2, k) * min(cfg.height, cfg.width) / 100
+    angle = rng.uniform(0, 2 * math.pi, k)
+    v = np.stack([np.cos(angle), np.sin(angle)], 1) * speed[:, None]
+    lo, hi = np.array([radius, radius]), np.array([cfg.width - radius, cfg.height - radius])
+    for t in range(f):
+        pos[t] = p
+        v = v + rng.normal(0, 0.05, v.shape) * speed[:, None]
+        p = p + v
+        bounce = (p < lo) | (p > hi)
+        v[bounce] *= -1
+        p = np.clip(p, lo, hi)
+    return pos
+
+
+def _schedule(rng: np.random.Generator, cfg: SynthConfig, kind: str) -> list[int | None]:
+    if kind == "music":
+        return [None] * cfg.frames
+    out: list[int | None] = []
+    current = int(rng.integers(cfg.objects))
+    while len(out) < cfg.frames:
+        length = int(round(rng.uniform(1.0, 2.0) * cfg.fps))
+        out.extend([current] * max(length, 1))
+        current = int((current + rng.integers(1, cfg.objects)) % cfg.objects)
+    return out[:cfg.frames]
+
+
+def _tone(freq: float, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(n) / sr
+    vibrato = 1 + 0.004 * np.sin(2 * math.pi * 5 * t + rng.uniform(0, 6.3))
+    phase = 2 * math.pi * freq * np.cumsum(vibrato) / sr
+    return np.sin(phase) + 0.35 * np.sin(2 * phase)
+
+
+def _render_audio(rng: np.random.Generator, cfg: SynthConfig, kind: str, colours: list[int],
+                  sounding: list[int | None]) -> np.ndarray:
+    sr = cfg.sample_rate
+    n = int(round(cfg.frames / cfg.fps * sr))
+    audio = np.zeros(n)
+    if kind == "relevant":
+        # One segment per run of the same sounding disc, with soft 20 ms edges.
+        start = 0
+        for t in range(1, cfg.frames + 1):
+            if t == cfg.frames or sounding[t] != sounding[start]:
+                a, b = int(start / cfg.fps * sr), min(n, int(t / cfg.fps * sr))
+                seg = _tone(PALETTE[colours[sounding[start]]][1], b - a, sr, rng)
+                ramp = min(int(0.02 * sr), (b - a) // 2)
+                if ramp > 0:
+                    env = np.ones(b - a)
+                    env[:ramp] = np.linspace(0, 1, ramp)
+                    env[-ramp:] = np.linspace(1, 0, ramp)
+                    seg *= env
+                audio[a:b] += 0.35 * seg
+                start = t
+    else:
+        beat = int(sr * 60 / rng.uniform(90, 140))
+        for a in range(0, n, beat):
+            b = min(n, a + beat)
+            t = np.arange(b - a) / sr
+            env = np.exp(-t * 4)
+            chord = rng.choice(MUSIC_NOTES, 3, replace=False)
+            audio[a:b] += 0.12 * env * sum(np.sin(2 * math.pi * f * t) + 0.3 * np.sin(4 * math.pi * f * t)
+                                           for f in chord)
+            kick = min(b - a, int(0.05 * sr))
+            audio[a:a + kick] += 0.3 * rng.normal(0, 1, kick) * np.exp(-np.arange(kick) / (0.01 * sr))
+    audio += rng.normal(0, 0.005, n)
+    return np.clip(audio, -1, 1).astype(np.float32)
+
+
+def _fixations(rng: np.random.Generator, cfg: SynthConfig, kind: str, positions: np.ndarray, radius: float,
+               sounding: list[int | None]) -> np.ndarray:
+    f, k = positions.shape[:2]
+    h, w = cfg.height, cfg.width
+    speed = np.linalg.norm(np.diff(positions, axis=0, prepend=positions[:1]), axis=2) + 1e-3  # F×K
+    targets = np.full(cfg.viewers, -2)  # -1: centre-biased free viewing, ≥0: a disc
+    fix = np.zeros((f, h, w), bool)
+
+    def draw(t: int) -> int:
+        u = rng.uniform()
+        s = sounding[t]
+        if s is not None and u < 0.75:
+            return s
+        if u < (0.85 if s is not None else 0.75):
+            p = speed[t] / speed[t].sum()
+            return int(rng.choice(k, p=p))
+        return -1
+
+    for t in range(f):
+        changed = t > 0 and sounding[t] != sounding[t - 1]
+        for i in range(cfg.viewers):
+            if targets[i] == -2 or rng.uniform() < (0.8 if changed else 0.1):
+                targets[i] = draw(t)
+            if targets[i] >= 0:
+                x, y = positions[t, targets[i]] + rng.normal(0, 0.35 * radius, 2)
+            else:
+                x, y = rng.normal(w / 2, w / 6), rng.normal(h / 2, h / 6)
+            fix[t, int(np.clip(round(y), 0, h - 1)), int(np.clip(round(x), 0, w - 1))] = True
+    return fix
+
+
+def _continuous(fix: np.ndarray, sigma: float) -> np.ndarray:
+    out = np.empty(fix.shape, np.uint8)
+    for t in range(len(fix)):
+        m = gaussian_filter(fix[t].astype(np.float32), sigma)
+        out[t] = np.round(255 * m / max(m.max(), 1e-12)).astype(np.uint8)
+    return out
+
+
+def generate_video(cfg: SynthConfig, index: int, kind: str) -> SynthVideo:
+    """Generate video ``index`` (its own random stream, so videos do not depend on each other)."""
+    rng = np.random.default_rng([cfg.seed, index])
+    h, w = cfg.height, cfg.width
+    radius = 0.09 * min(h, w)
+    colours = [int(c) for c in rng.choice(len(PALETTE), cfg.objects, replace=False)]
+    positions = _trajectories(rng, cfg, radius)
+    sounding = _schedule(rng, cfg, kind)
+    background = _background(rng, h, w)
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    frames = np.empty((cfg.frames, h, w, 3), np.uint8)
+    for t in range(cfg.frames):
+        img = background.copy()
+        for j, c in enumerate(colours):
+            x, y = positions[t, j]
+            alpha = np.clip(radius - np.hypot(xx - x, yy - y) + 0.5, 0, 1)[..., None]
+            img = img * (1 - alpha) + alpha * (np.array(PALETTE[c][0]) / 255)
+        frames[t] = np.round(img * 255).astype(np.uint8)
+    fix = _fixations(rng, cfg, kind, positions, radius, sounding)
+    maps = _continuous(fix, sigma=0.035 * w)
+    audio = _render_audio(rng, cfg, kind, colours, sounding)
+    return SynthVideo(f"synth_{index:03d}_{kind}", kind, colours, positions, radius, sounding, frames, fix,
+                      maps, audio)
+
+
+def video_kinds(cfg: SynthConfig) -> list[str]:
+    """Kinds in a seeded order, with round(videos·relevant_fraction) relevant ones."""
+    n_rel = int(round(cfg.videos * cfg.relevant_fraction))
+    kinds = ["relevant"] * n_rel + ["music"] * (cfg.videos - n_rel)
+    np.random.default_rng([cfg.seed, 10**6]).shuffle(kinds)
+    return kinds
+
+
+def folds(kinds: list[str]) -> list[int]:
+    """Test fold (1–3) of each video: one cycle through relevant then music videos, so every
+    fold gets a test video and each kind is spread evenly over the folds."""
+    order = [i for i, k in enumerate(kinds) if k == "relevant"] + [i for i, k in enumerate(kinds) if k != "relevant"]
+    out = [0] * len(kinds)
+    for j, i in enumerate(order):
+        out[i] = j % 3 + 1
+    return out
+
+
+def _write_mp4(path: Path, video: SynthVideo, cfg: SynthConfig) -> None:
+    from fractions import Fraction
+
+    tmp = path.with_suffix(".tmp.mp4")
+    with av.open(str(tmp), "w") as out:
+        vs = out.add_stream("libx264", rate=Fraction(cfg.fps).limit_denominator(1001))
+        vs.width, vs.height, vs.pix_fmt = cfg.width, cfg.height, "yuv420p"
+        vs.options = {"crf": "18", "preset": "veryfast"}
+        a_s = out.add_stream("aac", rate=cfg.sample_rate)
+        a_s.layout = "mono"
+        for img in video.frames:
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+        frame = av.AudioFrame.from_ndarray(video.audio[None, :], format="fltp", layout="mono")
+        frame.sample_rate = cfg.sample_rate
+        for p in a_s.encode(frame):
+            out.mux(p)
+        for p in a_s.encode(None):
+            out.mux(p)
+    tmp.replace(path)
+
+
+def write_dataset(root: str | Path, cfg: SynthConfig, *, overwrite: bool = False, progress=None) -> dict:
+    """Generate ``cfg.videos`` videos and write every layout under ``root``; returns the metadata.
+
+    The dataset is written to a sibling temporary folder and moved into place when
+    complete, so an interrupted run leaves no half-written dataset. ``root`` must not exist,
+    or be empty, or (with ``overwrite``) hold a synthetic dataset, which is replaced whole.
+    """
+    cfg.validate()
+    root = Path(root)
+    if root.exists() and any(root.iterdir()):
+        if not (root / "synth.json").is_file():
+            raise FileExistsError(f"{root}: exists and is not a synthetic dataset; choose an empty folder")
+        if not overwrite:
+            raise FileExistsError(f"{root}: already holds a synthetic dataset (use --overwrite to replace it)")
+    tmp = root.parent / f".{root.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    meta = _write(tmp, cfg, progress)
+    if root.exists():
+        shutil.rmtree(root)
+    tmp.rename(root)
+    return meta
+
+
+def _write(root: Path, cfg: SynthConfig, progress) -> dict:
+    stavis, dhf1k, mp4s = root / "stavis", root / "dhf1k", root / "videos"
+    kinds = video_kinds(cfg)
+    test_fold = folds(kinds)
+    meta = {"config": asdict(cfg), "db": DB_NAME, "palette": [list(c) + [p] for c, p in PALETTE], "videos": []}
+    for i, kind in enumerate(kinds):
+        v = generate_video(cfg, i, kind)
+        split = "val" if test_fold[i] == 1 else "train"  # DHF1K-style: fold 1 doubles as validation
+        dhf_id = f"{i + 1:04d}"
+        d_frames = stavis / "video_frames" / DB_NAME / v.name
+        d_ann = stavis / "annotations" / DB_NAME / v.name
+        d_dhf = dhf1k / split / dhf_id
+        for d in (d_frames, d_ann / "maps", stavis / "video_audio" / DB_NAME / v.name,
+                  d_dhf / "images", d_dhf / "maps", d_dhf / "fixation", mp4s):
+            d.mkdir(parents=True, exist_ok=True)
+        for t in range(cfg.frames):
+            Image.fromarray(v.frames[t]).save(d_frames / f"img_{t + 1:05d}.jpg", quality=92)
+            Image.fromarray(v.maps[t]).save(d_ann / "maps" / f"eyeMap_{t + 1:05d}.jpg", quality=95)
+            savemat(d_ann / f"fixMap_{t + 1:05d}.mat", {"eyeMap": v.fixations[t].astype(np.uint8)},
+                    do_compression=True)
+            Image.fromarray(v.frames[t]).save(d_dhf / "images" / f"{t + 1:04d}.png")
+            Image.fromarray(v.maps[t]).save(d_dhf / "maps" / f"{t + 1:04d}.png")
+            Image.fromarray(v.fixations[t].astype(np.uint8) * 255).save(d_dhf / "fixation" / f"{t + 1:04d}.png")
+        wavfile.write(stavis / "video_audio" / DB_NAME / v.name / f"{v.name}.wav", cfg.sample_rate,
+                      np.round(v.audio * 32767).astype(np.int16))
+        _write_mp4(mp4s / f"{v.name}.mp4", v, cfg)
+        meta["videos"].append({
+            "name": v.name, "kind": kind, "test_fold": test_fold[i], "dhf1k": f"{split}/{dhf_id}",
+            "colours": v.colours, "pitches": [PALETTE[c][1] for c in v.colours], "radius": v.radius,
+            "sounding": v.sounding, "positions": np.round(v.positions, 2).tolist(),
+        })
+        if progress is not None:
+            progress(i + 1, len(kinds))
+    lists = stavis / "fold_lists"
+    lists.mkdir(parents=True, exist_ok=True)
+    for fold in (1, 2, 3):
+        for part in ("train", "test"):
+            names = [m["name"] for m in meta["videos"] if (m["test_fold"] == fold) == (part == "test")]
+            text = "".join(f"{n} {cfg.frames} {cfg.fps:g}\n" for n in names)
+            (lists / f"{DB_NAME}_list_{part}_{fold}_fps.txt").write_text(text)
+    (root / "synth.json").write_text(json.dumps(meta))
+    return meta

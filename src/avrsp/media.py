@@ -1,0 +1,207 @@
+"""Video and audio through PyAV: streaming RGB frames, mono 22 050 Hz audio, and the
+per-clip audio excerpts SoundNet expects (REFERENCE §2).
+
+Every failure is a :class:`MediaError` whose message is one line naming the file and the
+cause; recoverable oddities (no audio track) are a :class:`MediaWarning`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+SOUNDNET_RATE = 22050
+SOUNDNET_SCALE = 256.0  # SoundNet's input range is [-256, 256] (REFERENCE §2)
+
+
+class MediaError(Exception):
+    """A file that cannot be used; ``str(e)`` is ``"<path>: <cause>"``."""
+
+
+class MediaWarning(UserWarning):
+    """A file that can be used with a documented fallback (e.g. silence for no audio)."""
+
+
+def _cause(e: Exception) -> str:
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return text.splitlines()[0].rstrip(":; ")
+
+
+def _open(path: str | Path) -> av.container.InputContainer:
+    if not Path(path).is_file():
+        raise MediaError(f"{path}: no such file")
+    try:
+        return av.open(str(path))
+    except av.FFmpegError as e:
+        raise MediaError(f"{path}: cannot open as a media file ({_cause(e)})") from None
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video file declares. ``frames`` is the container's count (0 if unknown) and
+    ``fps`` its average rate; ``width``/``height`` are the displayed size (after rotation)."""
+
+    path: str
+    width: int
+    height: int
+    rotation: int
+    fps: float
+    frames: int
+    duration: float
+    audio_rate: int | None
+    audio_channels: int
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Read a video's header; raises MediaError for files without a video stream."""
+    with _open(path) as c:
+        if not c.streams.video:
+            raise MediaError(f"{path}: no video stream")
+        v = c.streams.video[0]
+        rate = v.average_rate or v.guessed_rate or v.base_rate
+        fps = float(rate) if rate else 0.0
+        w, h = v.codec_context.width, v.codec_context.height
+        rotation = 0
+        duration = float(c.duration / av.time_base) if c.duration else 0.0
+        if v.duration and v.time_base:
+            duration = float(v.duration * v.time_base)
+        a = c.streams.audio[0] if c.streams.audio else None
+        # The display rotation lives on frames; decode one to learn it.
+        try:
+            first = next(c.decode(video=0), None)
+        except av.FFmpegError as e:
+            raise MediaError(f"{path}: cannot decode video ({_cause(e)})") from None
+        if first is None:
+            raise MediaError(f"{path}: the video stream has no frames")
+        rotation = int(round(first.rotation or 0)) % 360
+        if rotation in (90, 270):
+            w, h = h, w
+        return VideoInfo(str(path), w, h, rotation, fps, int(v.frames or 0), duration,
+                         int(a.rate) if a is not None else None, int(a.channels) if a is not None else 0)
+
+
+def _display(img: np.ndarray, rotation: int) -> np.ndarray:
+    # FFmpeg's display matrix angle is counter-clockwise; np.rot90 also turns counter-clockwise.
+    return np.ascontiguousarray(np.rot90(img, rotation // 90)) if rotation else img
+
+
+def iter_frames(path: str | Path, size: tuple[int, int] | None = None) -> Iterator[tuple[np.ndarray, float]]:
+    """Decode a video lazily: ``(rgb, time)`` per frame, rgb H×W×3 uint8 as displayed
+    (rotation applied), resized to ``size`` = (height, width) when given, time in seconds
+    from the stream's start. Memory does not grow with the video's length. Frames come
+    in decode order, one per coded frame, so variable-frame-rate video keeps its timing
+    in ``time``."""
+    c = _open(path)
+    try:
+        if not c.streams.video:
+            raise MediaError(f"{path}: no video stream")
+        stream = c.streams.video[0]
+        stream.thread_type = "AUTO"
+        start = None
+        n = 0
+        try:
+            for frame in c.decode(stream):
+                rotation = int(round(frame.rotation or 0)) % 360
+                if size is None:
+                    rgb = frame.to_ndarray(format="rgb24")
+                else:
+                    h, w = size if rotation in (0, 180) else size[::-1]
+                    rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
+                t = float(frame.time) if frame.time is not None else n / float(stream.average_rate or 25)
+                start = t if start is None else start
+                n += 1
+                yield _display(rgb, rotation), t - start
+        except av.FFmpegError as e:
+            raise MediaError(f"{path}: video decoding failed after {n} frames ({_cause(e)})") from None
+        if n == 0:
+            raise MediaError(f"{path}: the video stream has no decodable frames")
+    finally:
+        c.close()
+
+
+def read_audio(path: str | Path, sample_rate: int = SOUNDNET_RATE, *, warn: bool = True) -> np.ndarray | None:
+    """The first audio track as mono float32 in [-1, 1] at ``sample_rate`` Hz (channels
+    averaged, resampled by libswresample), aligned so that sample 0 is the video's start.
+    Returns ``None`` (with one MediaWarning) when the file has no audio track."""
+    c = _open(path)
+    try:
+        if not c.streams.audio:
+            if warn:
+                warnings.warn(f"{path}: no audio track; using silence", MediaWarning, stacklevel=2)
+            return None
+        stream = c.streams.audio[0]
+        video_start = 0.0
+        if c.streams.video and c.streams.video[0].start_time is not None:
+            v = c.streams.video[0]
+            video_start = float(v.start_time * v.time_base)
+        resampler = None
+        chunks: list[np.ndarray] = []
+        first_time = None
+        try:
+            for frame in c.decode(stream):
+                if first_time is None and frame.time is not None:
+                    first_time = float(frame.time)
+                if resampler is None:
+                    # Keep the source layout; we average channels ourselves so a mono or
+                    # dual-mono file keeps its level (swresample's downmix does not).
+                    resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=sample_rate)
+                chunks.extend(f.to_ndarray() for f in resampler.resample(frame))
+            if resampler is not None:
+                chunks.extend(f.to_ndarray() for f in resampler.resample(None))
+        except (av.FFmpegError, ValueError) as e:
+            raise MediaError(f"{path}: audio decoding failed ({_cause(e)})") from None
+        if not chunks:
+            raise MediaError(f"{path}: the audio track has no decodable samples")
+        audio = np.concatenate(chunks, axis=1).mean(axis=0).astype(np.float32)
+        offset = int(round(((first_time or 0.0) - video_start) * sample_rate))
+        if offset > 0:
+            audio = np.concatenate([np.zeros(offset, np.float32), audio])
+        elif offset < 0:
+            audio = audio[-offset:]
+        return np.clip(audio, -1.0, 1.0)
+    finally:
+        c.close()
+
+
+def frame_span(first: int, last: int, fps: float) -> tuple[float, float]:
+    """Start and end time (s) of frames ``first..last`` (0-based): frame k is centred at
+    k/fps and owns 1/fps seconds around its centre (REFERENCE §2)."""
+    return (first - 0.5) / fps, (last + 0.5) / fps
+
+
+def clip_audio(audio: np.ndarray | None, sample_rate: int, start: float, end: float, length: int,
+               *, reverse: bool = False) -> np.ndarray:
+    """SoundNet input for one clip (REFERENCE §2).
+
+    The excerpt ``[start, end)`` seconds of ``audio`` (zeros where it lies outside the
+    track) is multiplied by one Hanning window over its whole length, centred in a zero
+    buffer of ``length`` samples (22050/10·T for T frames) and scaled to [-256, 256].
+    ``reverse`` time-reverses the excerpt, for the reversed windows of REFERENCE §5. An
+    excerpt longer than the buffer (clips below 10 fps) keeps its centre part, windowed
+    over that part. ``audio=None`` (no track) gives silence.
+    """
+    out = np.zeros(length, np.float32)
+    if audio is None:
+        return out
+    a, b = int(round(start * sample_rate)), int(round(end * sample_rate))
+    n = b - a
+    if n <= 0:
+        return out
+    excerpt = np.zeros(n, np.float32)
+    lo, hi = max(a, 0), min(b, len(audio))
+    if hi > lo:
+        excerpt[lo - a:hi - a] = audio[lo:hi]
+    if n > length:
+        cut = (n - length) // 2
+        excerpt = excerpt[cut:cut + length]
+        n = length
+    if reverse:
+        excerpt = excerpt[::-1]
+    offset = (length - n) // 2
+    out[offset:offset + n] = excerpt * np.hanning(n).astype(np.float32) * SOUNDNET_SCALE
+    return out

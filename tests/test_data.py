@@ -1,0 +1,350 @@
+import json
+import shutil
+import warnings
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.io import savemat, wavfile
+from scipy.signal import resample_poly
+
+from avrsp.cli import main
+from avrsp.data.datasets import (ClipDataset, DataError, DataWarning, dhf1k_layout, dhf1k_videos, load_split,
+                                 read_fixations, stavis_videos)
+from avrsp.data.synth import PALETTE, SynthConfig, generate_video, write_dataset
+from avrsp.media import iter_frames, read_audio
+
+CFG = SynthConfig(videos=6, frames=24, height=72, width=128, fps=15.0, seed=3)
+SIZE = (64, 96)
+T = 8
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    meta = write_dataset(root, CFG)
+    return root, {v["name"]: v for v in meta["videos"]}
+
+
+@pytest.fixture
+def stavis_copy(synth, tmp_path):
+    root, meta = synth
+    shutil.copytree(root / "stavis", tmp_path / "stavis")
+    return tmp_path / "stavis", meta
+
+
+def all_videos(root):
+    return [v for fold in (1,) for part in ("train", "test") for v in stavis_videos(root, "SynthAV", part, fold)]
+
+
+def peak_hz(x, rate=22050):
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return np.argmax(spec) * rate / len(x)
+
+
+def scaled(xy, shape, size):
+    return xy[0] * size[1] / shape[1], xy[1] * size[0] / shape[0]
+
+
+# ------------------------------------------------------------------ the generator
+
+def test_generation_is_seeded_and_kinds_differ():
+    a, b = generate_video(CFG, 0, "relevant"), generate_video(CFG, 0, "relevant")
+    np.testing.assert_array_equal(a.frames, b.frames)
+    np.testing.assert_array_equal(a.audio, b.audio)
+    other = generate_video(SynthConfig(**{**CFG.__dict__, "seed": 4}), 0, "relevant")
+    assert not np.array_equal(a.frames, other.frames)
+    music = generate_video(CFG, 1, "music")
+    assert music.sounding == [None] * CFG.frames and a.sounding.count(None) == 0
+    # Relevant audio sounds at the discs' pitches; music stays below every disc pitch.
+    assert abs(peak_hz(a.audio[:4000]) - PALETTE[a.colours[a.sounding[0]]][1]) < 10
+    assert peak_hz(music.audio) < min(p for _, p in PALETTE) - 40
+
+
+def test_gaze_follows_the_sounding_disc_only_in_relevant_videos():
+    def share_on(video, pick):
+        hits = total = 0
+        for t in range(CFG.frames):
+            ys, xs = np.nonzero(video.fixations[t])
+            centre = video.positions[t, pick(video, t)]
+            hits += np.sum(np.hypot(xs - centre[0], ys - centre[1]) < 2 * video.radius)
+            total += len(xs)
+        return hits / total
+
+    rel = generate_video(CFG, 0, "relevant")
+    assert share_on(rel, lambda v, t: v.sounding[t]) > 0.6
+    music = generate_video(CFG, 1, "music")
+    # With music no disc is special: the best single disc gets far less than the sounding one did.
+    best = max(share_on(music, lambda v, t, j=j: j) for j in range(CFG.objects))
+    assert best < 0.6
+
+
+# ------------------------------------------------------------------ STAViS layout
+
+def test_stavis_training_samples_are_aligned(synth):
+    root, meta = synth
+    videos = all_videos(root / "stavis")
+    assert sorted(v.name for v in videos) == sorted(meta)
+    ds = ClipDataset(videos, T, SIZE, clips_per_video=6, seed=1)
+    peaks_on_source = checked_audio = relevant = 0
+    for i in range(len(ds)):
+        item = ds[i]
+        m = meta[item["video"]]
+        k = item["frame"]
+        assert item["clip"].shape == (3, T, *SIZE) and item["audio"].shape == (1, 22050 * T // 10)
+        assert item["map"].shape == SIZE and set(np.unique(item["fixations"].numpy())) <= {0.0, 1.0}
+        assert -1 <= item["clip"].min() and item["clip"].max() <= 1
+        # The last frame of the clip is frame k: every disc's colour sits where the metadata says.
+        last = (item["clip"][:, -1].permute(1, 2, 0).numpy() + 1) * 127.5
+        pos = np.array(m["positions"][k])
+        for j, c in enumerate(m["colours"]):
+            if any(np.hypot(*(pos[j] - pos[j2])) < 2 * m["radius"] for j2 in range(j + 1, len(pos))):
+                continue  # a disc drawn later covers it
+            x, y = scaled(pos[j], (CFG.height, CFG.width), SIZE)
+            assert np.abs(last[int(y), int(x)] - PALETTE[c][0]).max() < 60, (item["video"], k, j)
+        if m["kind"] != "relevant":
+            continue
+        relevant += 1
+        s = m["sounding"][k]
+        x, y = scaled(m["positions"][k][s], (CFG.height, CFG.width), SIZE)
+        py, px = np.unravel_index(int(item["map"].argmax()), SIZE)
+        peaks_on_source += np.hypot(px - x, py - y) < 2 * m["radius"] * SIZE[1] / CFG.width
+        first = max(k - T + 1, 0)
+        if len(set(m["sounding"][first:k + 1])) == 1:  # one disc sounds through the whole clip
+            assert abs(peak_hz(item["audio"][0].numpy()) - m["pitches"][s]) < 15
+            checked_audio += 1
+    assert relevant >= 12 and checked_audio >= 3
+    assert peaks_on_source >= 0.8 * relevant
+
+
+def test_evaluation_access_is_full_resolution(synth):
+    root, meta = synth
+    v = all_videos(root / "stavis")[0]
+    m = meta[v.name]
+    assert len(v) == CFG.frames and v.fps == CFG.fps
+    assert v.frame(3).shape == (CFG.height, CFG.width, 3)
+    assert v.saliency_map(3).shape == (CFG.height, CFG.width)
+    fix = v.fixations(3)
+    assert fix.dtype == bool and 1 <= fix.sum() <= CFG.viewers
+    gen = generate_video(CFG, int(v.name.split("_")[1]), m["kind"])
+    np.testing.assert_array_equal(fix, gen.fixations[3])
+    assert abs(len(v.audio) - CFG.frames / CFG.fps * 22050) < 2
+
+
+def test_clip_samples_are_reproducible_per_epoch(synth):
+    root, _ = synth
+    ds = ClipDataset(all_videos(root / "stavis"), T, SIZE, clips_per_video=2, seed=5)
+    a = [ds[i]["frame"] for i in range(len(ds))]
+    assert a == [ds[i]["frame"] for i in range(len(ds))]
+    ds.set_epoch(1)
+    assert a != [ds[i]["frame"] for i in range(len(ds))]
+
+
+# ------------------------------------------------------------------ DHF1K layouts
+
+def test_dhf1k_vinet_layout_matches_the_stavis_copy(synth):
+    root, meta = synth
+    assert dhf1k_layout(root / "dhf1k") == "vinet"
+    train, val = dhf1k_videos(root / "dhf1k", "train"), dhf1k_videos(root / "dhf1k", "val")
+    assert len(train) + len(val) == CFG.videos and len(val) == sum(m["test_fold"] == 1 for m in meta.values())
+    by_id = {m["dhf1k"]: m for m in meta.values()}
+    v = val[0]
+    m = by_id[f"val/{v.name}"]
+    stavis = next(s for s in all_videos(root / "stavis") if s.name == m["name"])
+    gen = generate_video(CFG, int(m["name"].split("_")[1]), m["kind"])
+    np.testing.assert_array_equal(v.frame(5), gen.frames[5])  # png is lossless
+    assert np.abs(stavis.frame(5).astype(int) - gen.frames[5].astype(int)).mean() < 8  # jpg is not
+    np.testing.assert_array_equal(v.fixations(5), stavis.fixations(5))
+    item = ClipDataset(val, T, SIZE, audio=False)[0]
+    assert "audio" not in item and item["clip"].shape == (3, T, *SIZE)
+
+
+def _tased_and_release(synth, tmp_path):
+    root, _ = synth
+    vinet = root / "dhf1k"
+    tased, release = tmp_path / "tased", tmp_path / "release"
+    for d in sorted((vinet / "train").iterdir()) + sorted((vinet / "val").iterdir()):
+        vid = int(d.name)
+        shutil.copytree(d / "images", tased / "video" / f"{vid:04d}")
+        for out in (tased, release):
+            shutil.copytree(d / "maps", out / "annotation" / f"{vid:04d}" / "maps")
+            shutil.copytree(d / "fixation", out / "annotation" / f"{vid:04d}" / "fixation")
+        (release / "video").mkdir(parents=True, exist_ok=True)
+        with av.open(str(release / "video" / f"{vid:03d}.AVI"), "w") as c:
+            s = c.add_stream("mjpeg", rate=30)
+            s.width, s.height, s.pix_fmt = CFG.width, CFG.height, "yuvj444p"
+            s.options = {"q:v": "2"}
+            for p in sorted((d / "images").iterdir()):
+                for pkt in s.encode(av.VideoFrame.from_ndarray(np.asarray(Image.open(p)), format="rgb24")):
+                    c.mux(pkt)
+            for pkt in s.encode(None):
+                c.mux(pkt)
+    return tased, release
+
+
+def test_dhf1k_tased_and_release_layouts(synth, tmp_path):
+    tased, release = _tased_and_release(synth, tmp_path)
+    assert dhf1k_layout(tased) == "tased" and dhf1k_layout(release) == "release"
+    a, b = dhf1k_videos(tased, "train"), dhf1k_videos(release, "train")
+    assert [v.name for v in a] == [v.name for v in b] == [f"{i:04d}" for i in range(1, CFG.videos + 1)]
+    assert dhf1k_videos(tased, "val") == []  # ids 601–700
+    va, vb = a[2], b[2]
+    assert len(va) == len(vb) == CFG.frames
+    # Frame k decoded from the .AVI is extracted frame k (closest of all, despite MJPEG's loss).
+    extracted = [va.frame(j).astype(int) for j in range(len(va))]
+    for k in (0, 7, CFG.frames - 1):
+        decoded = vb.frame(k).astype(int)
+        assert int(np.argmin([np.abs(decoded - e).mean() for e in extracted])) == k
+    np.testing.assert_array_equal(va.saliency_map(9), vb.saliency_map(9))
+    item = ClipDataset(b, T, SIZE, audio=False, seed=2)[2]
+    assert item["clip"].shape == (3, T, *SIZE)
+
+
+def test_dhf1k_fixations_from_mat_variable_I(tmp_path):
+    fix = np.zeros((5, 7), np.uint8)
+    fix[1, 2] = fix[3, 6] = 1
+    savemat(tmp_path / "0001.mat", {"I": fix})
+    np.testing.assert_array_equal(read_fixations(tmp_path / "0001.mat"), fix > 0)
+
+
+# ------------------------------------------------------------------ the quirks of real data
+
+def _frames_used(ds, video, epochs=15):
+    used = set()
+    for e in range(epochs):
+        ds.set_epoch(e)
+        for i in range(len(ds)):
+            item = ds[i]
+            if item["video"] == video:
+                used.add(item["frame"])
+    return used
+
+
+def test_missing_corrupt_and_all_zero_maps_are_never_targets(stavis_copy):
+    root, meta = stavis_copy
+    name = sorted(meta)[0]
+    maps = root / "annotations" / "SynthAV" / name / "maps"
+    (maps / "eyeMap_00005.jpg").unlink()                                   # missing
+    (maps / "eyeMap_00006.jpg").write_bytes(b"\xff\xd8 not really a jpeg")  # corrupt
+    Image.fromarray(np.zeros((CFG.height, CFG.width), np.uint8)).save(maps / "eyeMap_00007.jpg")  # all zero
+    video = next(v for v in all_videos(root) if v.name == name)
+    assert video.maps[4] is None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = ClipDataset([video], T, SIZE, clips_per_video=8)
+        used = _frames_used(ds, name)
+    assert used and not used & {4, 5, 6}
+    corrupt = [str(w.message) for w in caught if "eyeMap_00006.jpg" in str(w.message)]
+    assert len(corrupt) == 1 and "cannot read map" in corrupt[0]  # reported once, with its path
+
+
+def test_bad_fixation_files_and_missing_frames(stavis_copy):
+    root, meta = stavis_copy
+    name = sorted(meta)[1]
+    ann = root / "annotations" / "SynthAV" / name
+    savemat(ann / "fixMap_00003.mat", {"eyeMap": np.zeros((0, 0))})   # empty .mat
+    (ann / "fixMap_00004.mat").write_bytes(b"")                         # zero-byte file
+    with pytest.raises(DataError, match="not a 2-D map"):
+        read_fixations(ann / "fixMap_00003.mat")
+    with pytest.raises(DataError, match="fixMap_00004.mat"):
+        read_fixations(ann / "fixMap_00004.mat")
+    video = next(v for v in all_videos(root) if v.name == name)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert video.fixations(2) is None and video.fixations(3) is None
+    # Frame files missing from the end: the fold list disagrees, what is on disk wins.
+    for k in (23, 24):
+        (root / "video_frames" / "SynthAV" / name / f"img_{k:05d}.jpg").unlink()
+    with pytest.warns(DataWarning, match="fold list says 24 frames, 22 on disk"):
+        video = next(v for v in all_videos(root) if v.name == name)
+    assert len(video) == 22
+
+
+def test_wav_at_another_rate_is_resampled(stavis_copy):
+    root, meta = stavis_copy
+    name = next(n for n, m in meta.items() if m["kind"] == "relevant")
+    wav = root / "video_audio" / "SynthAV" / name / f"{name}.wav"
+    rate, data = wavfile.read(wav)
+    wavfile.write(wav, 44100, resample_poly(data.astype(np.float32), 2, 1).astype(np.int16))
+    audio = next(v for v in all_videos(root) if v.name == name).audio
+    assert abs(len(audio) - len(data)) <= 2
+    first = meta[name]["sounding"][0]
+    seg = audio[: int(22050 * 0.6)]
+    assert abs(peak_hz(seg) - meta[name]["pitches"][first]) < 10
+
+
+def test_video_without_audio_gives_silence(stavis_copy):
+    root, meta = stavis_copy
+    name = sorted(meta)[2]
+    shutil.rmtree(root / "video_audio" / "SynthAV" / name)
+    video = next(v for v in all_videos(root) if v.name == name)
+    assert video.audio is None
+    item = ClipDataset([video], T, SIZE)[0]
+    assert item["audio"].abs().max() == 0
+
+
+def test_missing_video_folder_is_skipped_with_a_warning(stavis_copy):
+    root, meta = stavis_copy
+    name = sorted(meta)[3]
+    shutil.rmtree(root / "video_frames" / "SynthAV" / name)
+    with pytest.warns(DataWarning, match=f"skipping video {name}"):
+        names = [v.name for v in all_videos(root)]
+    assert name not in names and len(names) == CFG.videos - 1
+
+
+def test_synth_mp4_has_frames_and_sound(synth):
+    root, meta = synth
+    name = next(n for n, m in meta.items() if m["kind"] == "relevant")
+    frames = list(iter_frames(root / "videos" / f"{name}.mp4", size=SIZE))
+    assert len(frames) == CFG.frames
+    audio = read_audio(root / "videos" / f"{name}.mp4")
+    s = meta[name]["sounding"][0]
+    assert abs(peak_hz(audio[: int(22050 * 0.6)]) - meta[name]["pitches"][s]) < 10
+
+
+def test_load_split_names_datasets(synth):
+    root, _ = synth
+    assert len(load_split(root / "dhf1k", "DHF1K", "train")) + len(load_split(root / "dhf1k", "dhf1k", "val")) == 6
+    assert len(load_split(root / "stavis", "SynthAV", "test", 2)) == 2
+    with pytest.raises(DataError, match="fold list not found"):
+        load_split(root / "stavis", "AVAD", "test", 1)
+
+
+# ------------------------------------------------------------------ the CLI end to end
+
+def test_synth_then_data_check(tmp_path, capsys):
+    root = tmp_path / "ds"
+    assert main(["synth", str(root), "--videos", "3", "--frames", "12", "--height", "48", "--width", "64"]) == 0
+    meta = json.loads((root / "synth.json").read_text())
+    assert len(meta["videos"]) == 3 and meta["config"]["frames"] == 12
+    assert main(["synth", str(root)]) == 2  # refuses to overwrite silently
+    # --overwrite replaces the whole dataset: no video of a larger earlier run survives.
+    assert main(["synth", str(root), "--videos", "4", "--frames", "12", "--height", "48", "--width", "64",
+                 "--overwrite"]) == 0
+    assert main(["synth", str(root), "--videos", "3", "--frames", "12", "--height", "48", "--width", "64",
+                 "--overwrite"]) == 0
+    assert len(list((root / "videos").glob("*.mp4"))) == 3
+    assert len(list((root / "dhf1k").glob("*/*/images"))) == 3
+    other = tmp_path / "mine"
+    (other / "keep.txt").parent.mkdir()
+    (other / "keep.txt").write_text("user data")
+    assert main(["synth", str(other), "--overwrite"]) == 2 and (other / "keep.txt").exists()
+    capsys.readouterr()
+    assert main(["data", "check", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "STAViS" in out and "DHF1K (vinet)" in out and "22050 Hz" in out
+    # Damage it: a fold list naming only videos that do not exist is unusable.
+    (root / "stavis" / "fold_lists" / "SynthAV_list_test_1_fps.txt").write_text("nowhere 10 15\n")
+    (root / "stavis" / "annotations" / "SynthAV" / meta["videos"][0]["name"] / "maps" / "eyeMap_00002.jpg").unlink()
+    assert main(["data", "check", str(root)]) == 1
+    captured = capsys.readouterr()
+    assert "no usable video" in captured.err and "skipping video nowhere" in captured.out
+    # Every list that names the damaged video counts its missing map; nothing else does.
+    damaged = meta["videos"][0]["name"]
+    lists = sorted((root / "stavis" / "fold_lists").glob("*.txt"))
+    expected = sum(damaged in p.read_text().split() for p in lists)
+    rows = [line.split() for line in captured.out.splitlines() if line.startswith("SynthAV ")]
+    assert len(rows) == 6 and expected >= 1
+    assert sum(int(r[5]) for r in rows) == expected
+    assert main(["data", "check", str(tmp_path / "empty")]) == 1
