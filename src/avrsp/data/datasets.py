@@ -175,22 +175,19 @@ class AnnotatedVideo:
 
     def saliency_map(self, k: int) -> np.ndarray | None:
         """The continuous ground truth of frame k at full resolution, or None if missing/unreadable."""
-        path = self.maps[k] if k < len(self.maps) else None
-        if path is None:
-            return None
-        try:
-            return read_map(path)
-        except DataError as e:
-            _warn_once(str(e))
-            return None
+        return self._annotation(self.maps, k, read_map)
 
     def fixations(self, k: int) -> np.ndarray | None:
         """The binary fixations of frame k at full resolution, or None if missing/unreadable."""
-        path = self.fixation_files[k] if k < len(self.fixation_files) else None
+        return self._annotation(self.fixation_files, k, read_fixations)
+
+    @staticmethod
+    def _annotation(files: list[Path | None], k: int, reader) -> np.ndarray | None:
+        path = files[k] if k < len(files) else None
         if path is None:
             return None
         try:
-            return read_fixations(path)
+            return reader(path)
         except DataError as e:
             _warn_once(str(e))
             return None
