@@ -112,6 +112,62 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 1 if unusable else 0
 
 
+def _eval_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root (STAViS layout or DHF1K)")
+    p.add_argument("--dataset", required=True, help="DHF1K, a STAViS database (e.g. DIEM), or 'stavis' for all")
+    p.add_argument("--split", default=None, help="1, 2, 3, or 'all' (3-fold protocol; DIEM's fixed split "
+                                                 "scored by each split's model); default: 1, or all with 3 models")
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/eval/<name>)")
+    post = p.add_mutually_exclusive_group()
+    post.add_argument("--postprocess", dest="postprocess", action="store_true", default=None,
+                      help="STAViS post-processing (scale to [0,1], Gaussian σ=2); default on except DHF1K")
+    post.add_argument("--no-postprocess", dest="postprocess", action="store_false")
+    p.add_argument("--seed", type=int, default=0, help="seed of AUC-J's jitter and sAUC's negatives")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _finish_eval(args, items, records, model_name: str, postprocess: bool, out: Path) -> int:
+    from .evaluate import aggregate, video_kinds, write_reports
+
+    rows = aggregate(records, video_kinds(Path(args.data)))
+    protocol = f"{args.dataset}, split {args.split_resolved}"
+    report = write_reports(out, records, rows, model=model_name, protocol=protocol, postprocess=postprocess)
+    print(report.read_text())
+    print(f"written: {report}, {out / 'per_video.csv'}, {out / 'per_dataset.csv'}, {out / 'results.json'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import default_postprocess, plan_or_fail, run_evaluation
+
+    checkpoints = [Path(c) for c in args.checkpoint]
+    args.split_resolved = args.split or ("all" if len(checkpoints) == 3 else "1")
+    items = plan_or_fail(Path(args.data), args.dataset, args.split_resolved, checkpoints)
+    postprocess = default_postprocess(args.dataset) if args.postprocess is None else args.postprocess
+    out = Path(args.out or f"runs/eval/{checkpoints[0].stem}_{args.dataset}_{args.split_resolved}")
+    settings = {"data": str(Path(args.data).resolve()), "dataset": args.dataset, "split": args.split_resolved,
+                "precision": args.precision}
+    records = run_evaluation(items, out, settings=settings, postprocess=postprocess, batch=args.batch,
+                             device=args.device, precision=args.precision, save_maps=args.save_maps,
+                             seed=args.seed, progress=not args.quiet)
+    return _finish_eval(args, items, records, checkpoints[0].stem, postprocess, out)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .evaluate import default_postprocess, plan_or_fail, score_folder
+
+    args.split_resolved = args.split or "1"
+    n_models = 3 if args.split_resolved == "all" else 1
+    items = plan_or_fail(Path(args.data), args.dataset, args.split_resolved, [None] * n_models)
+    postprocess = default_postprocess(args.dataset) if args.postprocess is None else args.postprocess
+    pred_dir = Path(args.pred_dir)
+    if not pred_dir.is_dir():
+        raise ConfigError(f"{pred_dir}: not a directory")
+    records = score_folder(pred_dir, items, postprocess=postprocess, seed=args.seed, progress=not args.quiet)
+    out = Path(args.out or f"runs/score/{pred_dir.name}_{args.dataset}_{args.split_resolved}")
+    return _finish_eval(args, items, records, pred_dir.name, postprocess, out)
+
+
 def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type) -> None:
     """One --flag per field of a flat dataclass, typed by its default."""
     for f in dataclasses.fields(cls):
@@ -143,6 +199,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataclass_flags(p, SynthConfig)
     p.set_defaults(func=cmd_synth)
 
+    p = sub.add_parser("evaluate", help="run model files over a dataset with the paper's test protocol",
+                       description="Sliding 32-frame windows (reversed for the first frames), every frame "
+                                   "scored with the MIT benchmark metrics, averaged per video then over videos. "
+                                   "Resumes from --out.")
+    p.add_argument("--checkpoint", required=True, nargs="+", metavar="FILE",
+                   help="model file(s); three (splits 1, 2, 3 in order) for --split all")
+    _eval_common(p)
+    p.add_argument("--batch", type=int, default=1, help="windows per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--save-maps", action="store_true",
+                   help="also write 8-bit PNG predictions as maps/<dataset>/<video>/eyeMap_%%05d.png")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("score", help="score a folder of predicted maps against a dataset",
+                       description="PRED_DIR/[<dataset>/]<video>/<...N>.png, N the 1-based frame number; "
+                                   "scored and averaged exactly as 'avrsp evaluate' does.")
+    p.add_argument("pred_dir", metavar="PRED_DIR")
+    _eval_common(p)
+    p.set_defaults(func=cmd_score)
+
     p = sub.add_parser("data", help="dataset tools")
     data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     q = data.add_parser("check", help="videos, frames, missing files, all-zero maps and audio rates per split")
@@ -156,7 +233,9 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
     from .data.datasets import DataError
+    from .evaluate import EvalError
     from .media import MediaError
 
     parser = build_parser()
@@ -164,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _one_line_warning
     try:
         return args.func(args)
-    except (ConfigError, DataError, MediaError) as e:
+    except (ConfigError, DataError, MediaError, CheckpointError, EvalError) as e:
         print(f"avrsp: error: {e}", file=sys.stderr)
         return 2
 

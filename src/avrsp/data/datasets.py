@@ -96,13 +96,23 @@ def read_fixations(path: Path) -> np.ndarray:
 # ------------------------------------------------------------------ videos
 
 class FrameSource:
-    """Random access to a video's frames, 0-based."""
+    """A video's frames, 0-based: random access (``read``) and in order (``stream``)."""
 
     def __len__(self) -> int:
         raise NotImplementedError
 
     def read(self, indices: Sequence[int]) -> list[np.ndarray]:
         raise NotImplementedError
+
+    def stream(self, size: tuple[int, int]):
+        """Every frame in order, resized to (height, width)."""
+        raise NotImplementedError
+
+
+def resize_frame(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if rgb.shape[:2] == tuple(size):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
 class ImageFrames(FrameSource):
@@ -111,6 +121,10 @@ class ImageFrames(FrameSource):
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def stream(self, size: tuple[int, int]):
+        for p in self.paths:
+            yield resize_frame(read_image(p), size)
 
     def read(self, indices: Sequence[int]) -> list[np.ndarray]:
         # Clips of short videos repeat frame 0: read each file once.
@@ -135,6 +149,10 @@ class VideoFileFrames(FrameSource):
 
     def __len__(self) -> int:
         return self._count
+
+    def stream(self, size: tuple[int, int]):
+        for rgb, _ in iter_frames(self.path, size=size):
+            yield rgb
 
     def read(self, indices: Sequence[int]) -> list[np.ndarray]:
         wanted = set(indices)
@@ -398,8 +416,7 @@ def resize_fixations(fix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def to_model_frames(frames: Sequence[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
     """RGB uint8 frames → 3×T×H×W float32 in [-1, 1] (the S3D Kinetics convention)."""
-    arr = np.stack([np.asarray(Image.fromarray(f).resize((size[1], size[0]), Image.Resampling.BILINEAR))
-                    if f.shape[:2] != tuple(size) else f for f in frames])
+    arr = np.stack([resize_frame(f, size) for f in frames])
     return torch.from_numpy(arr).permute(3, 0, 1, 2).float().div_(127.5).sub_(1.0)
 
 

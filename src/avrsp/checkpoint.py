@@ -1,0 +1,95 @@
+"""Model files: weights as safetensors with the full model config embedded.
+
+A model file is all that ``evaluate`` (and later ``predict``) needs: ``load_model(path)``
+rebuilds the exact network from the config stored in the file's metadata. Files are
+written atomically (temporary file, then rename), and reading never executes code (no
+pickle). Every failure is a one-line :class:`CheckpointError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ConfigError, from_dict, to_dict
+from .models import AVRSP, AVRSPConfig
+
+FORMAT = "avrsp-model/1"
+
+
+class CheckpointError(Exception):
+    """A model file that cannot be used; the message names the file and the cause."""
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` and move the result to ``path`` only once it is complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_model(path: str | Path, model: AVRSP, extra: dict[str, Any] | None = None) -> None:
+    """Write ``model``'s weights and config (and ``extra`` JSON-able metadata) to ``path``."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "config": json.dumps(to_dict(model.config))}
+    if extra:
+        meta["extra"] = json.dumps(extra)
+    atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=meta))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The config (``config``) and extra metadata (``extra``) of a model file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for foreign files
+        raise CheckpointError(f"{path}: not a safetensors model file ({str(e).splitlines()[0]})") from None
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise CheckpointError(f"{path}: a safetensors file without an avrsp model config "
+                              f"(import foreign weights with 'avrsp weights import')")
+    try:
+        return {"config": json.loads(meta["config"]), "extra": json.loads(meta.get("extra", "{}"))}
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: the embedded config is not valid JSON") from None
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> AVRSP:
+    """Rebuild the network stored in ``path`` (in eval mode)."""
+    from safetensors.torch import load_file
+
+    meta = read_metadata(path)
+    try:
+        config = from_dict(AVRSPConfig, meta["config"], where=f"{path}: config")
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+    model = AVRSP(config)
+    state = load_file(str(path), device="cpu")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or shapes:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
+            if keys:
+                parts.append(f"{len(keys)} {label} (e.g. {keys[0]})")
+        raise CheckpointError(f"{path}: weights do not match the embedded config: {', '.join(parts)}")
+    model.load_state_dict(state)
+    return model.to(device).eval()

@@ -1,0 +1,193 @@
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import avrsp
+import avrsp.evaluate as ev
+from avrsp.checkpoint import CheckpointError, load_model, save_model
+from avrsp.cli import main
+from avrsp.data.datasets import stavis_videos
+from avrsp.data.synth import SynthConfig, write_dataset
+from avrsp.inference import predict_frames, windows
+from avrsp.media import clip_audio, frame_span
+
+CFG = SynthConfig(videos=3, frames=14, height=64, width=96, fps=15.0, seed=1)
+T = 8  # avrsp_tiny's window
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaldata")
+    write_dataset(root / "synth", CFG)
+    return root / "synth"
+
+
+def structured_model(seed=0):
+    """avrsp_tiny with BatchNorm statistics from one batch, so its eval-mode maps vary
+    (an untrained model's are flat to ~1e-5)."""
+    torch.manual_seed(seed)
+    model = avrsp.create_model("avrsp_tiny")
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None
+    with torch.no_grad():
+        model.train()(torch.rand(4, 3, T, 64, 96) * 2 - 1, torch.randn(4, 1, 17640) * 50)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_model(path, structured_model())
+    return path
+
+
+# ------------------------------------------------------------------ windows
+
+def test_windows_reverse_the_first_frames_and_their_audio():
+    ws = list(windows(20, T))
+    assert [w.frame for w in ws] == list(range(20))
+    assert ws[0].indices == tuple(range(7, -1, -1)) and ws[0].reverse
+    assert ws[T - 2].indices == tuple(range(2 * T - 3, T - 3, -1))
+    assert ws[T - 1].indices == tuple(range(T)) and not ws[T - 1].reverse
+    assert all(w.indices[-1] == w.frame for w in ws)  # the prediction is for the last frame
+    audio = np.random.default_rng(0).random(22050 * 2).astype(np.float32)
+    forward = clip_audio(audio, 22050, *frame_span(0, T - 1, 15.0), 17640)
+    np.testing.assert_allclose(ws[0].audio(audio, 15.0, T), forward[::-1], atol=1e-4)  # the window is symmetric
+    # Shorter than T: every frame still gets a window ending at it.
+    short = list(windows(3, T))
+    assert [w.indices[-1] for w in short] == [0, 1, 2] and short[0].indices == (0,) * T
+
+
+def test_predict_frames_equals_direct_model_calls(data, ckpt):
+    model = load_model(ckpt)
+    video = stavis_videos(data / "stavis", "SynthAV", "test", 1)[0]
+    got = dict(predict_frames(model, video.frames, len(video), video.fps, video.audio, batch=3))
+    assert sorted(got) == list(range(len(video)))
+    from avrsp.data.datasets import to_model_frames
+
+    for w in (list(windows(len(video), T))[1], list(windows(len(video), T))[-1]):
+        clip = to_model_frames(video.frames.read(list(w.indices)), (64, 96))[None]
+        audio = torch.from_numpy(w.audio(video.audio, video.fps, T))[None, None]
+        with torch.no_grad():
+            want = model(clip, audio)[0].numpy()
+        np.testing.assert_allclose(got[w.frame], want, atol=1e-5)
+
+
+# ------------------------------------------------------------------ model files
+
+def test_model_file_round_trip_and_bad_files(tmp_path):
+    model = structured_model(1)
+    save_model(tmp_path / "m.safetensors", model)
+    again = load_model(tmp_path / "m.safetensors")
+    assert again.config == model.config
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
+    (tmp_path / "junk.safetensors").write_bytes(b"not a model")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    for name, message in [("junk", "not a safetensors model file"), ("foreign", "without an avrsp model config"),
+                          ("absent", "no such file")]:
+        with pytest.raises(CheckpointError, match=message) as e:
+            load_model(tmp_path / f"{name}.safetensors")
+        assert f"{name}.safetensors" in str(e.value)
+
+
+# ------------------------------------------------------------------ averaging and NaN frames
+
+def test_per_video_then_over_videos():
+    def record(video, values):
+        rows = [{m: v for m in ev.METRICS} for v in values]
+        return {**ev.summarise(video, rows), "dataset": "D", "split": "1"}
+
+    # Video a: 4 frames at 1.0; video b: 1 frame at 0.0 and a NaN frame.
+    records = [record("a", [1.0] * 4), record("b", [0.0, math.nan])]
+    (row,) = ev.aggregate(records)
+    assert row["cc"] == pytest.approx(0.5)                 # (1.0 + 0.0) / 2 videos
+    assert row["cc_frame_avg"] == pytest.approx(4 / 5)     # DHF1K-style frame mean
+    assert (row["videos"], row["frames"], row["nan_frames"]) == (2, 6, 1)
+
+
+def test_evaluate_writes_tables_and_excludes_nan_frames(data, ckpt, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(data, root)
+    video = stavis_videos(root / "stavis", "SynthAV", "test", 1)[0]
+    ann = root / "stavis" / "annotations" / "SynthAV" / video.name
+    (ann / "fixMap_00003.mat").unlink()                                          # missing fixations
+    Image.fromarray(np.zeros((64, 96), np.uint8)).save(ann / "maps" / "eyeMap_00005.jpg")  # zero map: CC NaN
+    out = tmp_path / "out"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(root / "stavis"), "--dataset", "SynthAV",
+                 "--split", "1", "--out", str(out), "--quiet"]) == 0
+    report = (out / "report.md").read_text()
+    assert "| Method | SynthAV SIM↑ | SynthAV CC↑ | SynthAV NSS↑ | SynthAV AUC-J↑ |" in report
+    assert "Post-processing: STAViS" in report
+    rows = list(csv.DictReader(open(out / "per_video.csv")))
+    assert len(rows) == 1 and rows[0]["video"] == video.name
+    assert int(rows[0]["nan_frames"]) == 2 and 0 < float(rows[0]["cc"]) <= 1
+    per_frame = json.loads((out / "videos" / "SynthAV" / "1" / f"{video.name}.json").read_text())["per_frame"]
+    assert per_frame["cc"][2] is None and per_frame["cc"][4] is None and per_frame["cc"][3] is not None
+    assert float(rows[0]["cc"]) == pytest.approx(np.mean([x for x in per_frame["cc"] if x is not None]))
+    results = json.loads((out / "results.json").read_text())
+    kinds = {d["kind"] for d in results["datasets"]}
+    assert "all" in kinds and kinds & {"relevant", "music"}  # split by video kind for synthetic data
+    assert not list((out / "cache").rglob("*.npy"))           # the prediction cache is cleared
+
+
+def test_evaluate_resumes_and_reuses_predictions(data, ckpt, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    args = ["evaluate", "--checkpoint", str(ckpt), "--data", str(data / "stavis"), "--dataset", "SynthAV",
+            "--split", "1", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    first = (out / "per_video.csv").read_text()
+    # A finished run: nothing is predicted again.
+    monkeypatch.setattr("avrsp.checkpoint.load_model", lambda *a, **k: pytest.fail("model loaded again"))
+    assert main(args) == 0 and (out / "per_video.csv").read_text() == first
+    # Killed after predicting, before scoring: the predictions on disk are reused.
+    video = next(iter((out / "videos" / "SynthAV" / "1").glob("*.json")))
+    preds = np.stack([m for _, m in predict_frames(load_model(ckpt), *(
+        lambda v: (v.frames, len(v), v.fps, v.audio))(stavis_videos(data / "stavis", "SynthAV", "test", 1)[0]))])
+    cache = out / "cache" / "SynthAV" / "1" / f"{video.stem}.npy"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, preds)
+    video.unlink()
+    assert main(args) == 0 and (out / "per_video.csv").read_text() == first
+    # Other settings in the same folder are refused, not mixed.
+    assert main(args[:-1] + ["--no-postprocess", "--quiet"]) == 2
+
+
+def test_three_fold_protocol_pools_every_video(data, ckpt):
+    items = ev.plan(data / "stavis", "SynthAV", "all", [ckpt] * 3)
+    assert sorted(i.video.name for i in items) == sorted(json.loads((data / "synth.json").read_text())["videos"][i]
+                                                         ["name"] for i in range(3))
+    assert {i.split for i in items} == {"1", "2", "3"}
+    with pytest.raises(ev.EvalError, match="one per split"):
+        ev.plan(data / "stavis", "SynthAV", "all", [ckpt])
+
+
+def test_score_a_folder_of_predictions(data, tmp_path, capsys):
+    videos = stavis_videos(data / "stavis", "SynthAV", "test", 2)
+    pred_dir = tmp_path / "preds"
+    for v in videos:  # "predict" the ground truth itself, at half resolution
+        d = pred_dir / v.name
+        d.mkdir(parents=True)
+        for k in range(len(v)):
+            m = (v.saliency_map(k) * 255).astype(np.uint8)
+            Image.fromarray(m).resize((48, 32)).save(d / f"{v.name}_{k + 1:03d}.png")
+    out = tmp_path / "score"
+    assert main(["score", str(pred_dir), "--data", str(data / "stavis"), "--dataset", "SynthAV", "--split", "2",
+                 "--out", str(out), "--no-postprocess", "--quiet"]) == 0
+    row = next(csv.DictReader(open(out / "per_dataset.csv")))
+    assert float(row["cc"]) > 0.9 and float(row["nss"]) > 2
+    assert main(["score", str(tmp_path / "nowhere"), "--data", str(data / "stavis"), "--dataset", "SynthAV"]) == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["score", str(empty), "--data", str(data / "stavis"), "--dataset", "SynthAV", "--quiet"]) == 2
+    assert "no predictions for SynthAV/" in capsys.readouterr().err
