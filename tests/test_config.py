@@ -76,5 +76,5 @@ def test_nested_dataclass_overrides():
 
     cfg = replace(Outer(), {"inner.lr": 3, "steps": 2})
     assert cfg == Outer(Inner(3.0), 2) and isinstance(cfg.inner.lr, float)
-    with pytest.raises(ConfigError, match="unknown key 'lr2'"):
+    with pytest.raises(ConfigError, match="unknown key 'inner.lr2'"):
         replace(Outer(), {"inner.lr2": 3})

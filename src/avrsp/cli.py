@@ -168,6 +168,25 @@ def cmd_score(args: argparse.Namespace) -> int:
     return _finish_eval(args, items, records, pred_dir.name, postprocess, out)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import load_train_config, train
+
+    overrides = parse_overrides(args.overrides)
+    if args.resume:
+        run = Path(args.resume)
+        if args.config:
+            raise ConfigError("give --config or --resume RUN, not both (a run resumes with its own config.yaml)")
+        cfg = load_train_config(run / "config.yaml", overrides)
+        if Path(cfg.out).resolve() != run.resolve():
+            cfg = load_train_config(run / "config.yaml", {**overrides, "out": str(run)})
+    elif args.config:
+        cfg = load_train_config(args.config, overrides)
+    else:
+        raise ConfigError("train needs --config FILE (see configs/) or --resume RUN")
+    train(cfg, resume=bool(args.resume), progress=not args.quiet)
+    return 0
+
+
 def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type) -> None:
     """One --flag per field of a flat dataclass, typed by its default."""
     for f in dataclasses.fields(cls):
@@ -198,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a synthetic dataset already in ROOT")
     _add_dataclass_flags(p, SynthConfig)
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("train", help="train a model from a config (the paper's two-stage recipe)",
+                       description="Train from a YAML config (configs/), overriding any key with key=value "
+                                   "(e.g. epochs=5 data.root=runs/synth/stavis model.fusion=mbt). Resume a "
+                                   "killed run with --resume RUN_DIR. Scale out with torchrun.")
+    p.add_argument("--config", metavar="FILE")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="run model files over a dataset with the paper's test protocol",
                        description="Sliding 32-frame windows (reversed for the first frames), every frame "
@@ -239,7 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .media import MediaError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may follow options (`train --config f.yaml --quiet epochs=3`),
+    # which argparse alone would reject once the positional list has been consumed.
+    if extra and args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     warnings.showwarning = _one_line_warning
     try:
         return args.func(args)

@@ -84,30 +84,33 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def replace(config: T, overrides: Mapping[str, Any], *, where: str = "config") -> T:
+def replace(config: T, overrides: Mapping[str, Any], *, where: str = "config", _prefix: str = "") -> T:
     """Return a copy of ``config`` with ``overrides`` applied, each key and type checked.
 
-    Nested dataclass fields take dotted keys (``optim.lr=1e-4``) or a mapping.
-    The result is validated again if the dataclass defines ``validate()``.
+    Nested dataclass fields take dotted keys (``optim.lr=1e-4``) or a mapping; errors
+    name the full dotted key. The result is validated again if the dataclass defines
+    ``validate()``.
     """
     types_ = _field_types(type(config))
     changes: dict[str, Any] = {}
     nested: dict[str, dict[str, Any]] = {}
     for key, value in overrides.items():
         head, _, rest = key.partition(".")
+        full = _prefix + key
         if head not in types_:
             known = ", ".join(sorted(types_))
-            raise ConfigError(f"{where}: unknown key '{key}' (known keys: {known})")
+            raise ConfigError(f"{where}: unknown key '{full}' (known keys{' of ' + _prefix[:-1] if _prefix else ''}: "
+                              f"{known})")
         if rest:
             if not dataclasses.is_dataclass(types_[head]):
-                raise ConfigError(f"{where}: '{head}' has no sub-keys (got '{key}')")
+                raise ConfigError(f"{where}: '{_prefix}{head}' has no sub-keys (got '{full}')")
             nested.setdefault(head, {})[rest] = value
         elif dataclasses.is_dataclass(types_[head]) and isinstance(value, Mapping):
             nested.setdefault(head, {}).update(value)
         else:
-            changes[head] = _coerce(value, types_[head], f"{where}: {key}")
+            changes[head] = _coerce(value, types_[head], f"{where}: {full}")
     for head, sub in nested.items():
-        changes[head] = replace(getattr(config, head), sub, where=f"{where}: {head}")
+        changes[head] = replace(getattr(config, head), sub, where=where, _prefix=f"{_prefix}{head}.")
     new = dataclasses.replace(config, **changes)
     validate = getattr(new, "validate", None)
     if callable(validate):

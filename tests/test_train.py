@@ -1,0 +1,181 @@
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import avrsp
+from avrsp.checkpoint import load_model, save_model
+from avrsp.config import ConfigError
+from avrsp.data.synth import SynthConfig, write_dataset
+from avrsp.models import AVRSP
+from avrsp.train import load_train_config, train
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train") / "synth"
+    write_dataset(root, SynthConfig(videos=12, frames=24, height=64, width=96, seed=2))
+    return root / "stavis"
+
+
+def tiny_cfg(data, out, **overrides):
+    return load_train_config(CONFIGS / "synth_tiny.yaml",
+                             {"data.root": str(data), "out": str(out), "workers": 0, "log_images": 2, **overrides})
+
+
+def val_losses(run):
+    return [float(r["val_loss"]) for r in csv.DictReader(open(run / "metrics.csv"))]
+
+
+def test_a_short_run_lowers_the_validation_loss(synth, tmp_path):
+    run = train(tiny_cfg(synth, tmp_path / "run", epochs=4), progress=False, log=lambda *a: None)
+    losses = val_losses(run)
+    assert len(losses) == 5                    # epoch 0 (the untrained start) + 4 epochs
+    assert min(losses[1:]) < losses[0] - 0.15  # measured here: 1.99 → 1.60 after 4 epochs
+    assert (run / "best.safetensors").is_file() and (run / "images" / "epoch_004.png").is_file()
+    assert any((run / "tb").iterdir())
+    model = load_model(run / "best.safetensors")  # a model file predict/evaluate can use alone
+    assert model.config == avrsp.get_config("avrsp_tiny")
+
+
+def _weights(path):
+    return load_file(str(path))
+
+
+def test_kill_then_resume_is_bit_identical(synth, tmp_path):
+    common = {"epochs": 3, "steps_per_epoch": 4, "checkpoint_every": 1, "deterministic": True, "log_images": 0}
+    reference = train(tiny_cfg(synth, tmp_path / "ref", **common), progress=False, log=lambda *a: None)
+
+    run = tmp_path / "killed"
+    args = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in common.items()]
+    proc = subprocess.Popen([sys.executable, "-m", "avrsp", "train", "--config", str(CONFIGS / "synth_tiny.yaml"),
+                             f"data.root={synth}", f"out={run}", "workers=0", "--quiet", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = run / "ckpt" / "latest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if latest.is_file() and json.loads(latest.read_text())["step"] >= 5:
+            break  # mid-way through epoch 2
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    killed_at = json.loads(latest.read_text())["step"]
+    assert killed_at < 12
+    train(load_train_config(run / "config.yaml"), resume=True, progress=False, log=lambda *a: None)
+    a, b = _weights(reference / "last.safetensors"), _weights(run / "last.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    assert [r["epoch"] for r in csv.DictReader(open(run / "metrics.csv"))] == ["0", "1", "2", "3"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_under_torchrun_match_one_process(synth, tmp_path):
+    # The reference: one process accumulating over the same two halves of each global batch
+    # that the two ranks take (BatchNorm sees the same per-process batches). Both use one
+    # thread per process: with another thread count, float sums round differently, and
+    # Adam's first ±lr steps turn near-zero gradients of either sign into different
+    # weights (measured: 0.4 % of elements after one step, most after three).
+    common = ["epochs=1", "steps_per_epoch=3", "precise_bn=0", "log_images=0", "deterministic=true", "workers=0",
+              "batch_size=2", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = ["-m", "avrsp", "train", "--config", str(CONFIGS / "synth_tiny.yaml"), f"data.root={synth}", *common]
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    proc = subprocess.run([sys.executable, *base, f"out={single}", "accumulate=2"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *base, f"out={ddp}"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]  # includes the per-epoch check that ranks agree
+    assert "global batch 4" in proc.stdout and proc.stdout.count("training avrsp_tiny") == 1  # rank 0 logs
+    a, b = _weights(single / "last.safetensors"), _weights(ddp / "last.safetensors")
+    params = [k for k in a if "running" not in k and "num_batches" not in k]  # DDP keeps rank 0's BN buffers
+    for k in params:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)  # measured here: bitwise equal
+    assert not torch.equal(a[params[0]], AVRSP(avrsp.get_config("avrsp_tiny")).state_dict()[params[0]])
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_shipped_config_parses_and_builds(path):
+    cfg = load_train_config(path)
+    cfg.validate()
+    with torch.device("meta"):
+        model = AVRSP(cfg.model)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    if "table5_" in path.name and "visual" not in path.name:
+        assert cfg.model.fusion == path.stem.split("_", 1)[1] and cfg.model.audio
+    if path.name.startswith("table4_"):
+        assert cfg.model.num_pairs == int(path.stem[-1])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"optim.lrr": 1.0}, "unknown key 'optim.lrr'"),
+    ({"epochs": "ten"}, "epochs: expected an integer"),
+    ({"model.fusion": "sum"}, "'sum' is not one of"),
+    ({"init.freeze": ["encoder"]}, "unknown part"),
+])
+def test_bad_configs_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_train_config(CONFIGS / "synth_tiny.yaml", overrides)
+
+
+def test_bad_paths_and_settings_fail_before_any_work(synth, tmp_path):
+    with pytest.raises(ConfigError, match="data.root: '/no/such/dir' is not a directory"):
+        train(tiny_cfg("/no/such/dir", tmp_path / "a"), progress=False)
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(ConfigError, match="bf16 training runs on CUDA only"):
+        train(tiny_cfg(synth, tmp_path / "b", precision="bf16", device="cpu"), progress=False)
+    with pytest.raises(ConfigError, match="init.s3d: '/no/s3d.safetensors' is not a file"):
+        train(tiny_cfg(synth, tmp_path / "c", **{"init.s3d": "/no/s3d.safetensors"}), progress=False)
+    assert not (tmp_path / "c" / "ckpt").exists()
+    run = train(tiny_cfg(synth, tmp_path / "d", epochs=1, steps_per_epoch=1, precise_bn=0, log_images=0),
+                progress=False, log=lambda *a: None)
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+        train(tiny_cfg(synth, run, epochs=1), progress=False)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: synth_tiny.yaml\nepochz: 3\n")
+    (tmp_path / "synth_tiny.yaml").write_text((CONFIGS / "synth_tiny.yaml").read_text())
+    proc = subprocess.run([sys.executable, "-m", "avrsp", "train", "--config", str(bad)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "unknown key 'epochz'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_initialisation_and_freezing(synth, tmp_path):
+    # Stage 2 from stage 1: a visual-only model file initialises every visual part.
+    stage1 = avrsp.create_model("avrsp_tiny", audio=False)
+    save_model(tmp_path / "stage1.safetensors", stage1)
+    # A backbone file in our S3D layout (what `avrsp weights import` writes).
+    torch.manual_seed(5)
+    s3d = avrsp.create_model("avrsp_tiny").visual.state_dict()
+    save_file({k: v.contiguous() for k, v in s3d.items()}, str(tmp_path / "s3d.safetensors"))
+    messages = []
+    cfg = tiny_cfg(synth, tmp_path / "run", epochs=1, steps_per_epoch=2, precise_bn=0, log_images=0, **{
+        "init.model": str(tmp_path / "stage1.safetensors"), "init.s3d": str(tmp_path / "s3d.safetensors"),
+        "init.freeze": ["visual"]})
+    run = train(cfg, progress=False, log=messages.append)
+    assert any("newly initialised: audio_net, audio_proj, fusion" in m for m in messages)
+    trained = load_model(run / "last.safetensors")
+    for k, v in s3d.items():  # the S3D backbone: loaded, then frozen (BatchNorm statistics too)
+        assert torch.equal(trained.visual.state_dict()[k], v), k
+    assert not torch.equal(trained.decoder.head.weight, stage1.decoder.head.weight)  # the rest trained
