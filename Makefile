@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test clean default-model demo-clip
 
 setup: $(VENV)/.installed
 
@@ -14,10 +14,20 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The README's main job: the built-in model on the bundled clip, offline.
 demo: setup
-	$(BIN)/avrsp info
-	$(BIN)/avrsp synth runs/demo-data --videos 6 --frames 48 --overwrite
-	$(BIN)/avrsp data check runs/demo-data
+	$(BIN)/avrsp predict src/avrsp/assets/demo.mp4 --out runs/demo --side-by-side
+	@echo "outputs: runs/demo/demo/demo_saliency.mp4 (overlay video with sound) and runs/demo/demo/maps/ (one PNG per frame)"
+
+# How the shipped assets were made (docs/default_model.md); each rewrites src/avrsp/assets/.
+default-model: setup
+	$(BIN)/avrsp synth runs/default-data --videos 240 --frames 32 --height 72 --width 128 --relevant-fraction 0.75 --seed 0 --overwrite
+	$(BIN)/avrsp train --config configs/default_model.yaml
+	cp runs/train/default_model/best.safetensors src/avrsp/assets/avrsp_tiny_synth.safetensors
+
+demo-clip: setup
+	$(BIN)/avrsp synth runs/demo-src --videos 3 --frames 96 --height 144 --width 256 --seed 7 --relevant-fraction 1 --overwrite
+	cp runs/demo-src/videos/synth_000_relevant.mp4 src/avrsp/assets/demo.mp4
 
 test: setup
 	$(BIN)/python -m pytest -q

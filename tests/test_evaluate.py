@@ -62,6 +62,12 @@ def test_windows_reverse_the_first_frames_and_their_audio():
     # Shorter than T: every frame still gets a window ending at it.
     short = list(windows(3, T))
     assert [w.indices[-1] for w in short] == [0, 1, 2] and short[0].indices == (0,) * T
+    # Between T and 2T−2 frames: a reversed window is used only where it fits in the video.
+    for n in range(T, 2 * T):
+        ws = list(windows(n, T))
+        assert all(0 <= i < n for w in ws for i in w.indices), n
+        assert [w.reverse for w in ws[:T - 1]] == [k + T - 1 < n for k in range(T - 1)]
+        assert all(w.indices[-1] == w.frame and len(w.indices) == T for w in ws)
 
 
 def test_predict_frames_equals_direct_model_calls(data, ckpt):

@@ -149,7 +149,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 "precision": args.precision}
     records = run_evaluation(items, out, settings=settings, postprocess=postprocess, batch=args.batch,
                              device=args.device, precision=args.precision, save_maps=args.save_maps,
-                             seed=args.seed, progress=not args.quiet)
+                             seed=args.seed, progress=not args.quiet, figure=args.figure)
     return _finish_eval(args, items, records, checkpoints[0].stem, postprocess, out)
 
 
@@ -184,6 +184,94 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         raise ConfigError("train needs --config FILE (see configs/) or --resume RUN")
     train(cfg, resume=bool(args.resume), progress=not args.quiet)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import Predictor, collect_videos, default_checkpoint, predict_to_folder
+
+    videos = collect_videos(args.videos)
+    predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision, batch=args.batch)
+    if args.checkpoint is None:
+        print(f"model: the built-in {predictor.config.name} ({default_checkpoint().name}), trained on synthetic "
+              f"data only; pass --checkpoint for a model trained on eye-tracking data", file=sys.stderr)
+    out = Path(args.out)
+    names = [v.stem for v in videos]
+    for video in videos:
+        # One folder per video; videos sharing a name get their parent's name too.
+        target = out / (video.stem if names.count(video.stem) == 1 else f"{video.parent.name}_{video.stem}")
+        result = predict_to_folder(predictor, video, target, npz=args.npz, side_by_side=args.side_by_side,
+                                   overlay_video=not args.no_video, progress=not args.quiet)
+        fps = result.frames / max(result.seconds, 1e-9)
+        print(f"{video}: {result.frames} frames in {result.seconds:.1f} s ({fps:.1f} frames/s) → {target}/")
+        print(f"  maps: {target / 'maps'}/%05d.png" + (f", {target / 'maps.npz'}" if args.npz else ""))
+        if not args.no_video:
+            print(f"  overlay video: {target / (video.stem + '_saliency.mp4')}")
+    return 0
+
+
+def cmd_visualize_grid(args: argparse.Namespace) -> int:
+    from .data.datasets import load_split, read_map
+    from .evaluate import prediction_files
+    from .visualize import comparison_grid
+
+    videos = [v for part in ("test", "train", "val") for v in _try_split(args.data, args.dataset, part, args.split)
+              if v.name == args.video]
+    if not videos:
+        raise ConfigError(f"{args.data}: no video '{args.video}' in {args.dataset} split {args.split}")
+    video = videos[0]
+    ks = [k - 1 for k in args.frames]
+    if any(not 0 <= k < len(video) for k in ks):
+        raise ConfigError(f"--frames: {video.name} has frames 1–{len(video)}")
+    columns: dict[str, list] = {"Ground truth": [video.saliency_map(k) for k in ks]}
+    if args.checkpoint:
+        from .checkpoint import load_model
+        from .inference import predict_frames
+
+        model = load_model(args.checkpoint)
+        maps = {k: m for k, m in predict_frames(model, video.frames, len(video), video.fps,
+                                                 video.audio if model.config.audio else None) if k in ks}
+        columns[Path(args.checkpoint).stem] = [maps[k] for k in ks]
+    for item in args.pred:
+        label, sep, folder = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--pred: expected LABEL=DIR, got {item!r}")
+        root = Path(folder)
+        d = next((x for x in (root / video.dataset / video.name, root / video.name, root) if x.is_dir()), None)
+        if d is None:
+            raise ConfigError(f"--pred {label}: {root} is not a directory")
+        files = prediction_files(d)
+        columns[label] = [read_map(files[k]) if k in files else None for k in ks]
+    path = comparison_grid([video.frame(k) for k in ks], columns, Path(args.out),
+                           row_labels=[f"frame {k + 1}" for k in ks], fixations=[video.fixations(k) for k in ks])
+    print(f"written: {path}")
+    return 0
+
+
+def _try_split(data, dataset, part, split):
+    from .data.datasets import DataError, load_split
+
+    try:
+        return load_split(Path(data), dataset, part, split)
+    except DataError:
+        return []
+
+
+def cmd_visualize_relevance(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .predict import default_checkpoint
+    from .visualize import clip_relevance, relevance_figure
+
+    model = load_model(args.checkpoint or default_checkpoint())
+    video = Path(args.video)
+    rows = {}
+    frame, sal, ret_a, ret_v = clip_relevance(model, video, args.frame - 1)
+    rows["its own sound"] = (sal, ret_a, ret_v)
+    if args.other_audio:
+        _, sal2, ret_a2, ret_v2 = clip_relevance(model, video, args.frame - 1, Path(args.other_audio))
+        rows[f"sound of {Path(args.other_audio).name}"] = (sal2, ret_a2, ret_v2)
+    path = relevance_figure(frame, rows, Path(args.out))
+    print(f"written: {path}")
     return 0
 
 
@@ -228,6 +316,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("predict", help="saliency maps and an overlay video for any video file(s)",
+                       description="A map per frame at the video's resolution (8-bit PNG, .npz on request) and "
+                                   "a heatmap-overlay MP4 with the original sound. Without --checkpoint the "
+                                   "built-in model is used (trained on synthetic data only).")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files and/or folders of videos")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (one sub-folder per video)")
+    p.add_argument("--checkpoint", metavar="FILE", help="an avrsp model file (default: the built-in model)")
+    p.add_argument("--npz", action="store_true", help="also write float maps to maps.npz")
+    p.add_argument("--side-by-side", action="store_true", help="overlay video shows the original beside it")
+    p.add_argument("--no-video", action="store_true", help="maps only, no overlay video")
+    p.add_argument("--batch", type=int, default=4, help="windows per forward pass")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
     p = sub.add_parser("evaluate", help="run model files over a dataset with the paper's test protocol",
                        description="Sliding 32-frame windows (reversed for the first frames), every frame "
                                    "scored with the MIT benchmark metrics, averaged per video then over videos. "
@@ -240,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--save-maps", action="store_true",
                    help="also write 8-bit PNG predictions as maps/<dataset>/<video>/eyeMap_%%05d.png")
+    p.add_argument("--figure", action="store_true",
+                   help="add a Fig. 5-style grid (frame, ground truth, prediction) of the first videos to the report")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("score", help="score a folder of predicted maps against a dataset",
@@ -248,6 +354,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pred_dir", metavar="PRED_DIR")
     _eval_common(p)
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("visualize", help="figures: Fig. 5-style grids, Fig. 6-style relevance maps")
+    vis = p.add_subparsers(dest="vis_command", required=True, metavar="FIGURE")
+    q = vis.add_parser("grid", help="frames, ground truth and several models' maps side by side (Fig. 5)")
+    q.add_argument("--data", required=True, metavar="ROOT")
+    q.add_argument("--dataset", required=True)
+    q.add_argument("--split", type=int, default=1)
+    q.add_argument("--video", required=True)
+    q.add_argument("--frames", type=int, nargs="+", required=True, metavar="N", help="1-based frame numbers")
+    q.add_argument("--checkpoint", metavar="FILE", help="also predict with this model file")
+    q.add_argument("--pred", nargs="*", default=[], metavar="LABEL=DIR",
+                   help="other models' maps (PRED_DIR layout of 'avrsp score')")
+    q.add_argument("--out", required=True, metavar="FILE.png")
+    q.set_defaults(func=cmd_visualize_grid)
+    q = vis.add_parser("relevance", help="Ret_A / Ret_V of RAVF for one clip (Fig. 6)")
+    q.add_argument("video", metavar="VIDEO")
+    q.add_argument("--frame", type=int, required=True, metavar="N", help="1-based frame the clip predicts")
+    q.add_argument("--checkpoint", metavar="FILE", help="default: the built-in model")
+    q.add_argument("--other-audio", metavar="FILE", help="a second row with this file's sound (e.g. unrelated music)")
+    q.add_argument("--out", required=True, metavar="FILE.png")
+    q.set_defaults(func=cmd_visualize_relevance)
 
     p = sub.add_parser("data", help="dataset tools")
     data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -275,12 +402,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    warnings.showwarning = _one_line_warning
-    try:
-        return args.func(args)
-    except (ConfigError, DataError, MediaError, CheckpointError, EvalError) as e:
-        print(f"avrsp: error: {e}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():  # the one-line format only while this command runs
+        warnings.showwarning = _one_line_warning
+        try:
+            return args.func(args)
+        except (ConfigError, DataError, MediaError, CheckpointError, EvalError) as e:
+            print(f"avrsp: error: {e}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -195,10 +195,23 @@ def _save_maps(out: Path, item: Item, preds: np.ndarray) -> None:
                      lambda tmp, m=m: Image.fromarray(np.round(m * 255).astype(np.uint8)).save(tmp, format="PNG"))
 
 
+FIGURE_VIDEOS = 2
+
+
+def _figure_rows(item: Item, preds: np.ndarray) -> list[tuple]:
+    """Three frames (at 25, 50, 75 %) of one video: (label, frame, gt, fixations, prediction)."""
+    n = len(item.video)
+    ks = sorted({min(n - 1, int(n * f)) for f in (0.25, 0.5, 0.75)})
+    return [(f"{item.video.name} #{k + 1}", item.video.frame(k), item.video.saliency_map(k),
+             item.video.fixations(k), preds[k]) for k in ks]
+
+
 def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess: bool, batch: int = 1,
                    device: str = "cpu", precision: str = "fp32", save_maps: bool = False, seed: int = 0,
-                   progress: bool = True) -> list[dict]:
-    """Predict and score every item, resuming from ``out``; returns the per-video records."""
+                   progress: bool = True, figure: bool = False) -> list[dict]:
+    """Predict and score every item, resuming from ``out``; returns the per-video records.
+    With ``figure``, ``figure.png`` shows frames, ground truth and predictions of the first
+    videos predicted in this run."""
     import torch
     from tqdm import tqdm
 
@@ -212,6 +225,7 @@ def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess:
     models: dict[Path, torch.nn.Module] = {}
     records = []
     todo = [i for i in items if not (out / "videos" / f"{i.key}.json").is_file()]
+    figure_rows: list[tuple] = []
     bar = tqdm(total=sum(len(i.video) for i in todo), unit="frame", disable=not progress, dynamic_ncols=True)
     for item in items:
         score_path = out / "videos" / f"{item.key}.json"
@@ -235,12 +249,21 @@ def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess:
             atomic_write(cache, lambda tmp: np.save(open(tmp, "wb"), preds))
         if save_maps:
             _save_maps(out, item, preds)
+        if figure and len(figure_rows) < 3 * FIGURE_VIDEOS:
+            figure_rows += _figure_rows(item, preds)
         record = score_video(item.video, lambda k: preds[k].astype(np.float64), postprocess=postprocess,
                              seed=seed)
         _save_json(score_path, record)
         cache.unlink()
         records.append({**record, "dataset": item.dataset, "split": item.split})
     bar.close()
+    if figure_rows:
+        from .visualize import comparison_grid
+
+        comparison_grid([r[1] for r in figure_rows], {"Ground truth": [r[2] for r in figure_rows],
+                                                      "Prediction": [r[4] for r in figure_rows]},
+                        out / "figure.png", row_labels=[r[0] for r in figure_rows],
+                        fixations=[r[3] for r in figure_rows])
     return records
 
 
@@ -356,8 +379,10 @@ def write_reports(out: Path, records: list[dict], rows: list[dict], *, model: st
                                       "datasets": rows,
                                       "videos": [{k: v for k, v in r.items() if k != "per_frame"} for r in records]})
     report = out / "report.md"
-    atomic_write(report, lambda tmp: tmp.write_text(markdown(rows, model, protocol=protocol,
-                                                             postprocess=postprocess)))
+    text = markdown(rows, model, protocol=protocol, postprocess=postprocess)
+    if (out / "figure.png").is_file():
+        text += "\n![frames, ground truth and predictions](figure.png)\n"
+    atomic_write(report, lambda tmp: tmp.write_text(text))
     return report
 
 

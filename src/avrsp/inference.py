@@ -3,8 +3,10 @@ prediction for the window's last frame.
 
 Frames T−1 … n−1 use the window that ends at them. Frames 0 … T−2 use the time-reversed
 window that starts at them (frames k+T−1 … k, so its last frame is k), with the audio
-excerpt reversed too. A video shorter than T frames still gets a map for every frame:
-its windows end at the frame and repeat frame 0 before the video's start, as in training.
+excerpt reversed too. Where that window would run past the video's end (videos of fewer
+than 2T−1 frames), the frame gets the window ending at it with frame 0 repeated before
+the video's start, as training pads short clips; a video shorter than T frames gets only
+such windows, so every frame has a map.
 """
 
 from __future__ import annotations
@@ -35,30 +37,44 @@ class Window:
         return clip_audio(audio, rate, start, end, rate * frames // 10, reverse=self.reverse)
 
 
+def window(k: int, frames: int, exists) -> Window:
+    """The window that predicts frame ``k``; ``exists(i)`` tells whether frame i exists."""
+    if k >= frames - 1:
+        return Window(k, tuple(range(k - frames + 1, k + 1)), False)
+    if exists(k + frames - 1):
+        return Window(k, tuple(range(k + frames - 1, k - 1, -1)), True)
+    return Window(k, tuple(max(j, 0) for j in range(k - frames + 1, k + 1)), False)
+
+
 def windows(n: int, frames: int) -> Iterator[Window]:
     """The window of every frame of an ``n``-frame video."""
     for k in range(n):
-        if k >= frames - 1:
-            yield Window(k, tuple(range(k - frames + 1, k + 1)), False)
-        elif n >= frames:
-            yield Window(k, tuple(range(k + frames - 1, k - 1, -1)), True)
-        else:
-            yield Window(k, tuple(max(j, 0) for j in range(k - frames + 1, k + 1)), False)
+        yield window(k, frames, lambda i: i < n)
 
 
 class _FrameBuffer:
-    """Frames of a stream kept only while a window may still need them (≤ 2T)."""
+    """Frames of a stream kept only while a window may still need them (≤ 2T), read
+    ahead on demand; the stream's length is learnt when it ends."""
 
     def __init__(self, stream: Iterable[np.ndarray]):
         self._it = iter(stream)
         self._frames: dict[int, np.ndarray] = {}
         self._next = 0
+        self.length: int | None = None
+
+    def exists(self, i: int) -> bool:
+        while self.length is None and self._next <= i:
+            try:
+                self._frames[self._next] = next(self._it)
+                self._next += 1
+            except StopIteration:
+                self.length = self._next
+        return i < self._next
 
     def get(self, indices: Iterable[int]) -> list[np.ndarray]:
         indices = list(indices)
-        while self._next <= max(indices):
-            self._frames[self._next] = next(self._it)
-            self._next += 1
+        if not self.exists(max(indices)):
+            raise IndexError(f"frame {max(indices)} is past the end ({self.length} frames)")
         return [self._frames[i] for i in indices]
 
     def drop_before(self, k: int) -> None:
@@ -78,15 +94,22 @@ def prepare(model: AVRSP, device: str | torch.device = "cpu", precision: str = "
 
 
 @torch.no_grad()
-def predict_frames(model: AVRSP, frames: FrameSource, n: int, fps: float, audio: np.ndarray | None, *,
-                   batch: int = 1) -> Iterator[tuple[int, np.ndarray]]:
-    """``(k, map)`` for k = 0 … n−1, each map float32 at the model's H×W, in (0, 1)."""
+def predict_frames(model: AVRSP, frames: FrameSource | Iterable[np.ndarray], n: int | None, fps: float,
+                   audio: np.ndarray | None, *, batch: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+    """``(k, map)`` for every frame k in order, each map float32 at the model's H×W, in (0, 1).
+
+    ``frames`` is a FrameSource (read at the model's size) or an iterable of RGB frames
+    already at the model's size; ``n`` may be None for a stream of unknown length.
+    Memory holds at most 2T + batch frames, whatever the video's length.
+    """
     cfg = model.config
     T, size = cfg.frames, (cfg.height, cfg.width)
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
     channels_last = dtype == torch.bfloat16
-    buffer = _FrameBuffer(frames.stream(size))
+    stream = frames.stream(size) if isinstance(frames, FrameSource) else frames
+    buffer = _FrameBuffer(stream)
+    exists = (lambda i: i < n) if n is not None else buffer.exists
     pending: list[Window] = []
 
     def run(ws: list[Window]) -> Iterator[tuple[int, np.ndarray]]:
@@ -101,11 +124,13 @@ def predict_frames(model: AVRSP, frames: FrameSource, n: int, fps: float, audio:
         for w, m in zip(ws, out):
             yield w.frame, m
 
-    for w in windows(n, T):
-        pending.append(w)
+    k = 0
+    while exists(k):
+        pending.append(window(k, T, exists))
         if len(pending) == batch:
             yield from run(pending)
             buffer.drop_before(pending[-1].frame - T + 2)  # the next window starts no earlier
             pending = []
+        k += 1
     if pending:
         yield from run(pending)

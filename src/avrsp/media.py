@@ -85,6 +85,16 @@ def probe(path: str | Path) -> VideoInfo:
                          int(a.rate) if a is not None else None, int(a.channels) if a is not None else 0)
 
 
+def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an RGB uint8 frame to (height, width) with swscale's area filter, the same
+    resampling ``iter_frames`` applies to decoded video, so frames from images and from
+    video files reach the model alike."""
+    if rgb.shape[:2] == tuple(size):
+        return rgb
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    return frame.reformat(width=size[1], height=size[0], format="rgb24", interpolation="AREA").to_ndarray()
+
+
 def _display(img: np.ndarray, rotation: int) -> np.ndarray:
     # FFmpeg's display matrix angle is counter-clockwise; np.rot90 also turns counter-clockwise.
     return np.ascontiguousarray(np.rot90(img, rotation // 90)) if rotation else img

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..media import SOUNDNET_RATE, MediaError, clip_audio, frame_span, iter_frames, read_audio
+from ..media import SOUNDNET_RATE, MediaError, clip_audio, frame_span, iter_frames, read_audio, resize_rgb
 
 STAVIS_DATABASES = ("AVAD", "Coutrot_db1", "Coutrot_db2", "DIEM", "ETMD_av", "SumMe")
 DHF1K_SPLITS = {"train": range(1, 601), "val": range(601, 701), "test": range(701, 1001)}
@@ -110,9 +110,9 @@ class FrameSource:
 
 
 def resize_frame(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if rgb.shape[:2] == tuple(size):
-        return rgb
-    return np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+    """Frames are resized as decoded video is (swscale's area filter), so training on
+    extracted images and predicting on video files see the same pixels."""
+    return resize_rgb(rgb, size)
 
 
 class ImageFrames(FrameSource):

@@ -1,0 +1,206 @@
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import avrsp
+from avrsp.checkpoint import save_model
+from avrsp.cli import main
+from avrsp.data.synth import SynthConfig, _write_mp4, generate_video
+from avrsp.inference import predict_frames
+from avrsp.media import MediaWarning, iter_frames, probe, read_audio
+from avrsp.predict import Predictor, default_checkpoint, demo_video
+
+from test_media import coloured_frames, write_video
+
+CFG = SynthConfig(videos=5, frames=40, height=72, width=128, seed=99)  # a seed no shipped asset was trained on
+
+
+@pytest.fixture(scope="module")
+def relevant_videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    out = []
+    for i in range(CFG.videos):
+        v = generate_video(CFG, i, "relevant")
+        path = root / f"relevant_{i}.mp4"
+        _write_mp4(path, v, CFG)
+        out.append((path, v))
+    return out
+
+
+def test_shipped_assets_load():
+    model = avrsp.checkpoint.load_model(default_checkpoint())
+    assert model.config.name == "avrsp_tiny" and model.config.audio
+    info = probe(demo_video())
+    assert info.frames >= 64 and info.audio_rate == 22050
+    assert default_checkpoint().stat().st_size < 8 * 2**20  # a few MB in the repository
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 6 stays open: the built-in model predicts visual saliency well (validation CC 0.63) but ignores its "
+    "audio (its maps change by 0.2 % with silence), so it cannot tell which disc sounds. Strict: once a "
+    "retrained model passes, this fails until the marker is removed."))
+def test_default_model_looks_at_the_sounding_disc(relevant_videos):
+    """The built-in model was trained on synthetic data where viewers look at the disc
+    whose pitch sounds. On unseen videos, its map must peak on that disc in most frames,
+    and *because of the sound*: clearly less often once the sound is removed (disc speed
+    alone can correlate with which disc sounds in a few videos)."""
+    predictor = Predictor(device="cpu")
+    hits = {True: 0, False: 0}
+    total = 0
+    for path, video in relevant_videos:
+        for with_audio in (True, False):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", MediaWarning)
+                maps = list(predictor.predict_video(path, audio=with_audio))
+            assert len(maps) == CFG.frames and maps[0].shape == (CFG.height, CFG.width)
+            for k, m in enumerate(maps):
+                y, x = np.unravel_index(int(np.argmax(m)), m.shape)
+                d = np.hypot(video.positions[k, :, 0] - x, video.positions[k, :, 1] - y)
+                s = video.sounding[k]
+                hits[with_audio] += d[s] < 1.5 * video.radius and d[s] == d.min()  # on it, not on a neighbour
+            total += len(maps) if with_audio else 0
+    with_sound, silent = hits[True] / total, hits[False] / total
+    assert with_sound > 0.5, f"peak on the sounding disc in {hits[True]}/{total} frames"
+    assert with_sound - silent >= 0.15, f"with sound {with_sound:.2f}, with silence {silent:.2f}"
+
+
+def test_predict_cli_writes_maps_overlay_and_npz(relevant_videos, tmp_path, capsys):
+    path, _ = relevant_videos[0]
+    out = tmp_path / "out"
+    assert main(["predict", str(path), "--out", str(out), "--npz", "--side-by-side", "--quiet"]) == 0
+    folder = out / path.stem
+    pngs = sorted((folder / "maps").glob("*.png"))
+    assert len(pngs) == CFG.frames and Image.open(pngs[0]).size == (CFG.width, CFG.height)
+    assert "built-in avrsp_tiny" in capsys.readouterr().err  # says which model it used
+    video = folder / f"{path.stem}_saliency.mp4"
+    info = probe(video)
+    assert (info.width, info.height, info.audio_rate) == (2 * CFG.width, CFG.height, 22050)
+    assert len(list(iter_frames(video))) == CFG.frames
+    original, muxed = read_audio(path), read_audio(video)
+    n = min(len(original), len(muxed), 22050)
+    assert np.corrcoef(original[2000:n], muxed[2000:n])[0, 1] > 0.9  # the original sound, in sync
+    archive = np.load(folder / "maps.npz")
+    assert len(archive.files) == CFG.frames
+    png = np.asarray(Image.open(pngs[5]), dtype=np.float32) / 255
+    np.testing.assert_allclose(png, np.clip(archive["frame_00006"], 0, 1), atol=1 / 255 + 1e-6)
+
+
+def test_predict_clip_matches_the_video_path(relevant_videos):
+    path, _ = relevant_videos[1]
+    predictor = Predictor(device="cpu")
+    cfg = predictor.config
+    T, size = cfg.frames, (cfg.height, cfg.width)
+    fps, audio = probe(path).fps, read_audio(path)
+    raw = dict(predict_frames(predictor.model, (rgb for rgb, _ in iter_frames(path, size=size)), None, fps, audio))
+    k = 20
+    start, end = round((k - T + 1 - 0.5) / fps * 22050), round((k + 0.5) / fps * 22050)
+    small = np.stack([rgb for rgb, _ in iter_frames(path, size=size)])[k - T + 1:k + 1]
+    # The same frames and the clip's own waveform: exactly the video path's window.
+    np.testing.assert_allclose(predictor.predict_clip(small, audio[start:end]), raw[k], atol=1e-5)
+    # Full-resolution frames are resized like decoded video; the map comes back at their size.
+    full = np.stack([rgb for rgb, _ in iter_frames(path)])[k - T + 1:k + 1]
+    big = predictor.predict_clip(full, audio[start:end])
+    assert big.shape == (CFG.height, CFG.width)
+    video_map = list(predictor.predict_video(path))[k]
+    assert np.corrcoef(big.ravel(), video_map.ravel())[0, 1] > 0.95
+
+
+def test_no_audio_folder_input_and_visual_only_models(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    silent = write_video(tmp_path / "in" / "silent.mp4", coloured_frames(12, 64, 96))
+    write_video(tmp_path / "in" / "other.mp4", coloured_frames(6, 64, 96), audio=np.zeros((1, 4000), np.float32),
+                audio_rate=22050, layout="mono")
+    assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("no audio track") == 1 and "avrsp: warning: " in err and "silent.mp4" in err
+    assert len(list((tmp_path / "out" / "silent" / "maps").glob("*.png"))) == 12
+    assert len(list((tmp_path / "out" / "other" / "maps").glob("*.png"))) == 6
+    # A visual-only model file ignores the sound entirely.
+    torch.manual_seed(0)
+    save_model(tmp_path / "v.safetensors", avrsp.create_model("avrsp_tiny", audio=False))
+    p = Predictor(tmp_path / "v.safetensors", device="cpu")
+    noisy = write_video(tmp_path / "noisy.mp4", coloured_frames(10, 64, 96),
+                        audio=np.random.default_rng(0).uniform(-0.5, 0.5, (1, 8000)).astype(np.float32),
+                        audio_rate=22050, layout="mono")
+    a = list(p.predict_video(noisy))
+    b = list(p.predict_video(noisy, audio=False))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    assert main(["predict", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert main(["predict", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["predict", str(tmp_path / "x.mp4"), "--out", str(tmp_path / "o"), "--checkpoint",
+                 str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.mp4: cannot open" in err and "missing.mp4: no such file" in err and "Traceback" not in err
+
+
+def test_streaming_memory_does_not_depend_on_length():
+    # The frame buffer holds at most 2T + batch frames, whatever the stream's length.
+    model = avrsp.create_model("avrsp_tiny").eval()
+    held = []
+
+    def frames(n):
+        for _ in range(n):
+            yield np.zeros((64, 96, 3), np.uint8)
+
+    import avrsp.inference as inf
+
+    original = inf._FrameBuffer.get
+
+    def spy(self, indices):
+        held.append(len(self._frames))
+        return original(self, indices)
+
+    inf._FrameBuffer.get = spy
+    try:
+        for n in (20, 200):
+            held.clear()
+            assert sum(1 for _ in predict_frames(model, frames(n), None, 15.0, None, batch=4)) == n
+            assert max(held) <= 2 * model.config.frames + 4
+    finally:
+        inf._FrameBuffer.get = original
+
+
+def test_figures(relevant_videos, tmp_path):
+    path, _ = relevant_videos[0]
+    music = generate_video(CFG, 10, "music")
+    music_path = tmp_path / "music.mp4"
+    _write_mp4(music_path, music, CFG)
+    out = tmp_path / "fig6.png"
+    assert main(["visualize", "relevance", str(path), "--frame", "20", "--other-audio", str(music_path),
+                 "--out", str(out)]) == 0
+    assert Image.open(out).size[0] > 300
+    from avrsp.visualize import clip_relevance
+
+    model = avrsp.checkpoint.load_model(default_checkpoint())
+    own = clip_relevance(model, path, 19)
+    other = clip_relevance(model, path, 19, music_path)
+    assert not np.allclose(own[2], other[2])  # Ret_A depends on the sound
+
+
+def test_evaluate_figure_and_visualize_grid(tmp_path):
+    from avrsp.data.synth import write_dataset
+
+    data = tmp_path / "synth"
+    write_dataset(data, SynthConfig(videos=3, frames=12, height=64, width=96, seed=4))
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(default_checkpoint()), "--data", str(data / "stavis"),
+                 "--dataset", "SynthAV", "--split", "1", "--out", str(out), "--figure", "--save-maps",
+                 "--quiet"]) == 0
+    assert (out / "figure.png").is_file() and "figure.png" in (out / "report.md").read_text()
+    name = next(v["name"] for v in json.loads((data / "synth.json").read_text())["videos"] if v["test_fold"] == 1)
+    fig = tmp_path / "fig5.png"
+    assert main(["visualize", "grid", "--data", str(data / "stavis"), "--dataset", "SynthAV", "--video", name,
+                 "--frames", "3", "9", "--pred", f"saved={out / 'maps'}", "--checkpoint", str(default_checkpoint()),
+                 "--out", str(fig)]) == 0
+    w, h = Image.open(fig).size
+    assert w > h > 100
