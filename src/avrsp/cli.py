@@ -275,6 +275,45 @@ def cmd_visualize_relevance(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights_import(args: argparse.Namespace) -> int:
+    from .weights import NORMALIZATION, import_weights, save_imported
+
+    state, meta = import_weights(args.kind, args.file)
+    save_imported(args.output, state, meta)
+    print(f"{args.file}: {meta['layout']} layout, {len(state)} tensors → {args.output}")
+    if meta["dropped"]:
+        print(f"  not used by the backbone: {len(meta['dropped'])} tensor(s) ({', '.join(meta['dropped'][:4])}"
+              f"{', …' if len(meta['dropped']) > 4 else ''})")
+    if args.kind == "s3d":
+        print(f"  input normalisation: {NORMALIZATION[meta['normalization']]['description']} "
+              f"(train with model.visual_norm={meta['normalization']} init.s3d={args.output})")
+    else:
+        print(f"  input: 22 050 Hz mono in [-256, 256] (train with init.soundnet={args.output})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .weights import export_onnx, export_torch
+
+    if not (args.onnx or args.torch_export):
+        raise ConfigError("export: give --onnx FILE and/or --torch-export FILE")
+    model = load_model(args.checkpoint)
+    cfg = model.config
+    shape = f"clip 1×3×{cfg.frames}×{cfg.height}×{cfg.width}" + (f", audio 1×1×{cfg.audio_samples}" if cfg.audio else "")
+    if args.onnx:
+        r = export_onnx(model, args.onnx, args.opset)
+        print(f"{args.onnx}: ONNX opset {args.opset}, inputs {shape}; ONNX Runtime vs PyTorch max |Δ| "
+              f"{r['max_abs_diff']:.2e}")
+        if r["max_abs_diff"] > args.tolerance:
+            print(f"avrsp: error: the ONNX model differs from PyTorch by more than {args.tolerance}", file=sys.stderr)
+            return 1
+    if args.torch_export:
+        r = export_torch(model, args.torch_export)
+        print(f"{args.torch_export}: torch.export program, inputs {shape}; max |Δ| {r['max_abs_diff']:.2e}")
+    return 0
+
+
 def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type) -> None:
     """One --flag per field of a flat dataclass, typed by its default."""
     for f in dataclasses.fields(cls):
@@ -376,6 +415,27 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, metavar="FILE.png")
     q.set_defaults(func=cmd_visualize_relevance)
 
+    p = sub.add_parser("weights", help="import published backbone weights")
+    w = p.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    q = w.add_parser("import", help="S3D (Kinetics .pt or torchvision) / SoundNet8 (.pth) → our layout, safetensors",
+                     description="Reads the file without executing code (safetensors or weights-only torch.load), "
+                                 "maps it onto our backbone, checks every key and shape, records the input "
+                                 "normalisation.")
+    q.add_argument("--kind", required=True, choices=("s3d", "soundnet"))
+    q.add_argument("file", metavar="FILE")
+    q.add_argument("-o", "--output", required=True, metavar="OUT.safetensors")
+    q.set_defaults(func=cmd_weights_import)
+
+    p = sub.add_parser("export", help="export a model file to ONNX and/or torch.export",
+                       description="Batch 1 at the model's window size. The ONNX file is checked against PyTorch "
+                                   "with ONNX Runtime on a random window.")
+    p.add_argument("checkpoint", metavar="MODEL.safetensors")
+    p.add_argument("--onnx", metavar="OUT.onnx")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--torch-export", metavar="OUT.pt2")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted |ONNX − PyTorch| (default 1e-4)")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("data", help="dataset tools")
     data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     q = data.add_parser("check", help="videos, frames, missing files, all-zero maps and audio rates per split")
@@ -393,6 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .data.datasets import DataError
     from .evaluate import EvalError
     from .media import MediaError
+    from .weights import WeightsError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -406,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = _one_line_warning
         try:
             return args.func(args)
-        except (ConfigError, DataError, MediaError, CheckpointError, EvalError) as e:
+        except (ConfigError, DataError, MediaError, CheckpointError, EvalError, WeightsError) as e:
             print(f"avrsp: error: {e}", file=sys.stderr)
             return 2
 

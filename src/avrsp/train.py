@@ -307,6 +307,12 @@ def build_model(cfg: TrainConfig, log) -> AVRSP:
             raise ConfigError(f"init.{part}: the model has no audio branch (model.audio is false)")
         if not Path(path).is_file():
             raise ConfigError(f"init.{part}: '{path}' is not a file")
+        from .weights import imported_metadata
+
+        norm = imported_metadata(path).get("normalization")
+        if part == "s3d" and norm in ("minus_one_one", "kinetics_mean_std") and norm != cfg.model.visual_norm:
+            raise ConfigError(f"init.s3d: {path} expects input normalisation '{norm}' but model.visual_norm is "
+                              f"'{cfg.model.visual_norm}'; set model.visual_norm={norm}")
         state = load_file(path)
         try:
             module.load_state_dict(state, strict=True)

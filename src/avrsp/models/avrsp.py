@@ -61,6 +61,8 @@ class AVRSPConfig:
     dims: tuple[int, int, int, int] = (256, 128, 64, 32)  # channels of X⁰, X¹, X², X³
     aspp_rates: tuple[int, ...] = (1, 2, 4)
     s3d_width: float = 1.0              # 1.0 = published S3D (loads Kinetics weights)
+    # What the S3D weights expect; the model always receives RGB in [-1, 1] and converts.
+    visual_norm: Literal["minus_one_one", "kinetics_mean_std"] = "minus_one_one"
     soundnet_width: float = 1.0         # 1.0 = published SoundNet8
     backbone_bn_momentum: float = 1e-3  # published S3D value; fine-tuning keeps its statistics
     bn_momentum: float = 0.1
@@ -143,6 +145,11 @@ class AVRSP(nn.Module):
 
     def features(self, clip: torch.Tensor) -> list[torch.Tensor]:
         """X⁰..X³ (Section III-A): ASPP + LIP after each S3D encoder block."""
+        if self.config.visual_norm == "kinetics_mean_std":
+            # torchvision's S3D weights: RGB in [0, 1], then their mean/std (REFERENCE §3).
+            mean = clip.new_tensor((0.43216, 0.394666, 0.37645)).view(1, 3, 1, 1, 1)
+            std = clip.new_tensor((0.22803, 0.22145, 0.216989)).view(1, 3, 1, 1, 1)
+            clip = ((clip + 1) / 2 - mean) / std
         blocks = self.visual(clip)
         return [self.lip[i](self.aspp[i](blocks[3 - i])) for i in range(4)]
 

@@ -42,18 +42,30 @@ def resize_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return x
     if all(s <= t for s, t in zip(x.shape[-3:], size)):
         return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+    if all(s >= t and s % t == 0 for s, t in zip(x.shape[-3:], size)):
+        # Integer factors (all our scales): a block mean. Unlike adaptive pooling it exports
+        # to ONNX, and unlike avg_pool3d it has a bf16 CPU kernel.
+        (t, h, w), (ft, fh, fw) = size, tuple(s // t for s, t in zip(x.shape[-3:], size))
+        return x.reshape(*x.shape[:2], t, ft, h, fh, w, fw).mean(dim=(3, 5, 7))
     if all(s >= t for s, t in zip(x.shape[-3:], size)):
         return F.adaptive_avg_pool3d(x, size)
     # Mixed directions (e.g. fewer frames but more pixels): interpolation handles both.
     return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
 
 
+class GlobalMean(nn.Module):
+    """Global average over T×H×W. Same as AdaptiveAvgPool3d(1), but it exports to ONNX."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3, 4), keepdim=True)
+
+
 class ASPP(nn.Module):
     """Atrous spatial pyramid pooling [28] on a 3-D feature map.
 
     A 1×1×1 reduction to ``cout`` channels, then parallel branches (1×1×1, one (1,3,3)
-    atrous convolution per rate, and global average pooling) concatenated and projected
-    back to ``cout``. The pooling branch has no BatchNorm so batch size 1 trains.
+    atrous convolution per rate, and global average pooling + 1×1×1 convolution)
+    concatenated and projected back to ``cout``.
     """
 
     def __init__(self, cin: int, cout: int, rates: Sequence[int], bn_momentum: float = 0.1):
@@ -65,7 +77,9 @@ class ASPP(nn.Module):
             self.branches.append(nn.Sequential(
                 nn.Conv3d(cout, cout, (1, 3, 3), padding=(0, r, r), dilation=(1, r, r), bias=False),
                 bn(cout), nn.ReLU(inplace=True)))
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool3d(1), nn.Conv3d(cout, cout, 1), nn.ReLU(inplace=True))
+        # No BatchNorm (batch size 1 must train) and no ReLU (without BN it can start dead);
+        # the projection's BN + ReLU follows the concatenation anyway.
+        self.pool = nn.Sequential(GlobalMean(), nn.Conv3d(cout, cout, 1))
         self.project = ConvBNReLU(cout * (len(rates) + 2), cout, 1, bn_momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
