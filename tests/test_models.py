@@ -179,7 +179,8 @@ def test_every_module_runs_in_bf16_channels_last(tiny_cfg):
         dtypes = {}
         for name, module in model.named_modules():
             module.register_forward_hook(
-                lambda m, i, o, name=name: dtypes.__setitem__(name, o.dtype) if torch.is_tensor(o) else None)
+                lambda m, i, o, name=name, dtypes=dtypes: dtypes.__setitem__(name, o.dtype) if torch.is_tensor(o)
+                else None)
         with torch.no_grad():
             out = model(clip.bfloat16().contiguous(memory_format=torch.channels_last_3d), audio.bfloat16())
         assert out.dtype == torch.bfloat16 and torch.isfinite(out).all(), fusion

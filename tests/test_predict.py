@@ -1,6 +1,5 @@
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,7 +111,7 @@ def test_predict_clip_matches_the_video_path(relevant_videos):
 
 def test_no_audio_folder_input_and_visual_only_models(tmp_path, capsys):
     (tmp_path / "in").mkdir()
-    silent = write_video(tmp_path / "in" / "silent.mp4", coloured_frames(12, 64, 96))
+    write_video(tmp_path / "in" / "silent.mp4", coloured_frames(12, 64, 96))
     write_video(tmp_path / "in" / "other.mp4", coloured_frames(6, 64, 96), audio=np.zeros((1, 4000), np.float32),
                 audio_rate=22050, layout="mono")
     assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--quiet"]) == 0

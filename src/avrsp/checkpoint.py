@@ -81,15 +81,26 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> AVRSP:
         raise CheckpointError(str(e)) from None
     model = AVRSP(config)
     state = load_file(str(path), device="cpu")
-    expected = model.state_dict()
+    mismatch = describe_mismatch(state, model.state_dict())
+    if mismatch:
+        raise CheckpointError(f"{path}: weights do not match the embedded config: {mismatch}")
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def describe_mismatch(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> str:
+    """'' when ``state`` has exactly ``expected``'s keys and shapes; otherwise one line
+    counting the missing, unexpected and mis-shaped keys, each with an example."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or shapes:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
-            if keys:
-                parts.append(f"{len(keys)} {label} (e.g. {keys[0]})")
-        raise CheckpointError(f"{path}: weights do not match the embedded config: {', '.join(parts)}")
-    model.load_state_dict(state)
-    return model.to(device).eval()
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} mis-shaped (e.g. {k}: {tuple(state[k].shape)} in the file, "
+                     f"{tuple(expected[k].shape)} expected)")
+    return "; ".join(parts)

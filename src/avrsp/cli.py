@@ -211,7 +211,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_visualize_grid(args: argparse.Namespace) -> int:
-    from .data.datasets import load_split, read_map
+    from .data.datasets import read_map
     from .evaluate import prediction_files
     from .visualize import comparison_grid
 
@@ -314,6 +314,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_runtime_args(p: argparse.ArgumentParser, *, batch: int, device: str) -> None:
+    p.add_argument("--batch", type=int, default=batch, help="windows per forward pass")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--device", default=device, help="auto, cpu, cuda, cuda:1, ...")
+
+
 def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type) -> None:
     """One --flag per field of a flat dataclass, typed by its default."""
     for f in dataclasses.fields(cls):
@@ -365,9 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--npz", action="store_true", help="also write float maps to maps.npz")
     p.add_argument("--side-by-side", action="store_true", help="overlay video shows the original beside it")
     p.add_argument("--no-video", action="store_true", help="maps only, no overlay video")
-    p.add_argument("--batch", type=int, default=4, help="windows per forward pass")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    _add_runtime_args(p, batch=4, device="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
@@ -378,9 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, nargs="+", metavar="FILE",
                    help="model file(s); three (splits 1, 2, 3 in order) for --split all")
     _eval_common(p)
-    p.add_argument("--batch", type=int, default=1, help="windows per forward pass")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    _add_runtime_args(p, batch=1, device="cpu")
     p.add_argument("--save-maps", action="store_true",
                    help="also write 8-bit PNG predictions as maps/<dataset>/<video>/eyeMap_%%05d.png")
     p.add_argument("--figure", action="store_true",

@@ -246,13 +246,13 @@ def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess:
                 maps.append(m)
                 bar.update(1)
             preds = np.stack(maps)
-            atomic_write(cache, lambda tmp: np.save(open(tmp, "wb"), preds))
+            atomic_write(cache, lambda tmp, preds=preds: np.save(open(tmp, "wb"), preds))
         if save_maps:
             _save_maps(out, item, preds)
         if figure and len(figure_rows) < 3 * FIGURE_VIDEOS:
             figure_rows += _figure_rows(item, preds)
-        record = score_video(item.video, lambda k: preds[k].astype(np.float64), postprocess=postprocess,
-                             seed=seed)
+        record = score_video(item.video, lambda k, preds=preds: preds[k].astype(np.float64),
+                             postprocess=postprocess, seed=seed)
         _save_json(score_path, record)
         cache.unlink()
         records.append({**record, "dataset": item.dataset, "split": item.split})

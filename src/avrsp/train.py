@@ -38,7 +38,7 @@ import torch.distributed as dist
 
 from .checkpoint import atomic_write, load_model, save_model
 from .config import ConfigError, read_yaml, replace, to_dict
-from .loss import SaliencyLoss, correlation, similarity
+from .loss import SaliencyLoss
 from .models import AVRSP, AVRSPConfig, get_config
 
 
@@ -643,7 +643,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
             path = save_checkpoint(run, model, optimizer, scheduler, epoch=epoch + 1, batch=0, step=step,
                                    best=best, keep=cfg.keep_checkpoints)
             if improved:
-                atomic_write(run / "best.safetensors", lambda tmp: shutil.copyfile(path, tmp))
+                atomic_write(run / "best.safetensors", lambda tmp, path=path: shutil.copyfile(path, tmp))
             grid = prediction_grid(model, val_set, cfg.log_images, device, autocast) if cfg.log_images else None
             logs.epoch(row, grid)
             log(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, val loss {val['loss']:.4f}, "

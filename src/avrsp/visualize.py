@@ -49,7 +49,7 @@ def comparison_grid(frames: Sequence[np.ndarray], columns: dict[str, Sequence[np
         if fixations is not None and fixations[r] is not None:
             ys, xs = np.nonzero(fixations[r])
             axes[r, 0].scatter(xs * w / fixations[r].shape[1], ys * h / fixations[r].shape[0], s=4, c="red")
-        for c, (name, maps) in enumerate(columns.items(), start=1):
+        for c, maps in enumerate(columns.values(), start=1):
             m = maps[r]
             if m is not None:
                 axes[r, c].imshow(_norm(m), cmap="gray", vmin=0, vmax=1)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, describe_mismatch
 
 #: Input conventions of the S3D sources (REFERENCE §3): the model always receives RGB in
 #: [-1, 1] and converts to what its backbone was trained with (AVRSPConfig.visual_norm).
@@ -155,21 +155,9 @@ def convert_soundnet(sd: dict[str, torch.Tensor], path: str = "file") -> tuple[d
 
 def check_against(ours: dict[str, torch.Tensor], module: torch.nn.Module, path: str) -> None:
     """Every tensor the backbone has, of the right shape, and nothing else."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(ours))
-    unexpected = sorted(set(ours) - set(expected))
-    shapes = sorted(k for k in set(ours) & set(expected) if ours[k].shape != expected[k].shape)
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if shapes:
-            k = shapes[0]
-            parts.append(f"{len(shapes)} mis-shaped (e.g. {k}: {tuple(ours[k].shape)} in the file, "
-                         f"{tuple(expected[k].shape)} expected)")
-        raise WeightsError(f"{path}: does not fit the published backbone: {'; '.join(parts)}")
+    mismatch = describe_mismatch(ours, module.state_dict())
+    if mismatch:
+        raise WeightsError(f"{path}: does not fit the published backbone: {mismatch}")
 
 
 def import_weights(kind: str, path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
