@@ -139,10 +139,6 @@ class AVRSP(nn.Module):
                                        cfg.ret_activation, cfg.dropout)
         self.decoder = SaliencyDecoder(dims, m)
 
-    @property
-    def uses_audio(self) -> bool:
-        return self.config.audio
-
     def features(self, clip: torch.Tensor) -> list[torch.Tensor]:
         """X⁰..X³ (Section III-A): ASPP + LIP after each S3D encoder block."""
         if self.config.visual_norm == "kinetics_mean_std":
