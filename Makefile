@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test clean default-model demo-clip
+.PHONY: setup demo test clean default-model demo-clip ablations bench
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,14 @@ default-model: setup
 demo-clip: setup
 	$(BIN)/avrsp synth runs/demo-src --videos 3 --frames 96 --height 144 --width 256 --seed 7 --relevant-fraction 1 --overwrite
 	cp runs/demo-src/videos/synth_000_relevant.mp4 src/avrsp/assets/demo.mp4
+
+# The reduced ablation study (docs/results.md; under an hour on 2 CPU cores) and the
+# inference benchmark (docs/performance.md, with the recorded GPU run merged in).
+ablations: setup
+	$(BIN)/avrsp ablate
+
+bench: setup
+	$(BIN)/avrsp bench --merge benchmarks/results/h200.json --json benchmarks/results/cpu.json --write docs/performance.md
 
 test: setup
 	$(BIN)/python -m pytest -q

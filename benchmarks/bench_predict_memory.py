@@ -5,20 +5,20 @@ video needs no more than 1.1× the memory of the 10 s one).
 
 Generates two synthetic videos with sound (``avrsp synth``'s renderer), then runs
 ``avrsp predict`` on each in a fresh process with the built-in model and reports the
-process's peak resident set size (``ru_maxrss``), its wall time and frames/s.
+process's peak resident set size, its wall time and frames/s. ``avrsp bench`` runs the
+same measurement.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-# The parent imports nothing heavy and generates nothing itself: on Linux a child's
-# ru_maxrss can start from the RSS of the process it was forked from.
 MAKE = """
 import sys
 from pathlib import Path
@@ -29,12 +29,16 @@ _write_mp4(Path(sys.argv[1]), generate_video(cfg, 0, "relevant"), cfg)
 print(cfg.frames)
 """
 
+# The peak is VmHWM, the high-water mark of this process's own address space: unlike
+# ru_maxrss it does not carry over the RSS of the process that forked it.
 RUN = """
-import resource, sys, time
+import sys, time
 from avrsp.cli import main
 t = time.time()
-rc = main(["predict", sys.argv[1], "--out", sys.argv[2], "--quiet"])
-print({"rc": rc, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": time.time() - t})
+rc = main(["predict", sys.argv[1], "--out", sys.argv[2], "--quiet", *sys.argv[3:]])
+seconds = time.time() - t
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print({"rc": rc, "peak_mib": hwm / 1024, "seconds": seconds})
 """
 
 
@@ -44,6 +48,28 @@ def make_video(path: Path, seconds: float, height: int, width: int) -> int:
     return int(out.stdout.strip().splitlines()[-1])
 
 
+def measure(short: float = 10.0, long: float = 60.0, height: int = 144, width: int = 256,
+            predict_args: tuple[str, ...] = ()) -> dict:
+    """``{"short": {...}, "long": {...}, "ratio": long/short peak}`` for two fresh processes."""
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, seconds in (("short", short), ("long", long)):
+            video = Path(tmp) / f"{label}.mp4"
+            frames = make_video(video, seconds, height, width)
+            proc = subprocess.run([sys.executable, "-c", RUN, str(video), str(Path(tmp) / label), *predict_args],
+                                  capture_output=True, text=True)
+            lines = proc.stdout.strip().splitlines()
+            if proc.returncode != 0 or not lines:
+                raise SystemExit(f"avrsp predict failed on the {label} video: {proc.stderr.strip()[-500:]}")
+            r = ast.literal_eval(lines[-1])
+            if r["rc"] != 0:
+                raise SystemExit(f"avrsp predict failed on the {label} video (exit {r['rc']})")
+            r.update(frames=frames, seconds_video=seconds)
+            results[label] = r
+    results["ratio"] = results["long"]["peak_mib"] / results["short"]["peak_mib"]
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--short", type=float, default=10.0)
@@ -51,22 +77,12 @@ def main() -> None:
     ap.add_argument("--size", default="144x256")
     args = ap.parse_args()
     h, w = (int(x) for x in args.size.split("x"))
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for label, seconds in (("short", args.short), ("long", args.long)):
-            video = Path(tmp) / f"{label}.mp4"
-            frames = make_video(video, seconds, h, w)
-            out = subprocess.run([sys.executable, "-c", RUN, str(video), str(Path(tmp) / label)],
-                                 capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-            r = eval(out, {})  # the dict printed by RUN
-            if r["rc"] != 0:
-                raise SystemExit(f"avrsp predict failed on the {label} video (exit {r['rc']})")
-            r.update(frames=frames, seconds_video=seconds)
-            results[label] = r
-            print(f"{label:>5}: {seconds:5.0f} s video, {frames} frames at {h}×{w}: peak {r['peak_mib']:.0f} MiB, "
-                  f"{r['seconds']:.1f} s ({frames / r['seconds']:.1f} frames/s)")
-    ratio = results["long"]["peak_mib"] / results["short"]["peak_mib"]
-    print(f"peak memory long/short: {ratio:.3f} (target ≤ 1.10)")
+    results = measure(args.short, args.long, h, w)
+    for label in ("short", "long"):
+        r = results[label]
+        print(f"{label:>5}: {r['seconds_video']:5.0f} s video, {r['frames']} frames at {h}×{w}: peak "
+              f"{r['peak_mib']:.0f} MiB, {r['seconds']:.1f} s ({r['frames'] / r['seconds']:.1f} frames/s)")
+    print(f"peak memory long/short: {results['ratio']:.3f} (target ≤ 1.10)")
     print(json.dumps(results))
 
 

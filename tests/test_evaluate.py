@@ -13,7 +13,7 @@ from avrsp.checkpoint import CheckpointError, load_model, save_model
 from avrsp.cli import main
 from avrsp.data.datasets import stavis_videos
 from avrsp.data.synth import SynthConfig, write_dataset
-from avrsp.inference import predict_frames, windows
+from avrsp.inference import predict_frames, prepare, windows
 from avrsp.media import clip_audio, frame_span
 
 CFG = SynthConfig(videos=3, frames=14, height=64, width=96, fps=15.0, seed=1)
@@ -150,7 +150,7 @@ def test_evaluate_writes_tables_and_excludes_nan_frames(data, ckpt, tmp_path):
 def test_evaluate_resumes_and_reuses_predictions(data, ckpt, tmp_path, monkeypatch):
     out = tmp_path / "out"
     args = ["evaluate", "--checkpoint", str(ckpt), "--data", str(data / "stavis"), "--dataset", "SynthAV",
-            "--split", "1", "--out", str(out), "--quiet"]
+            "--split", "1", "--out", str(out), "--batch", "1", "--quiet"]
     assert main(args) == 0
     first = (out / "per_video.csv").read_text()
     # A finished run: nothing is predicted again.
@@ -158,7 +158,7 @@ def test_evaluate_resumes_and_reuses_predictions(data, ckpt, tmp_path, monkeypat
     assert main(args) == 0 and (out / "per_video.csv").read_text() == first
     # Killed after predicting, before scoring: the predictions on disk are reused.
     video = next(iter((out / "videos" / "SynthAV" / "1").glob("*.json")))
-    preds = np.stack([m for _, m in predict_frames(load_model(ckpt), *(
+    preds = np.stack([m for _, m in predict_frames(prepare(load_model(ckpt)), *(
         lambda v: (v.frames, len(v), v.fps, v.audio))(stavis_videos(data / "stavis", "SynthAV", "test", 1)[0]))])
     cache = out / "cache" / "SynthAV" / "1" / f"{video.stem}.npy"
     cache.parent.mkdir(parents=True, exist_ok=True)

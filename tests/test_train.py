@@ -113,7 +113,8 @@ def test_two_processes_under_torchrun_match_one_process(synth, tmp_path):
     assert not torch.equal(a[params[0]], AVRSP(avrsp.get_config("avrsp_tiny")).state_dict()[params[0]])
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+@pytest.mark.parametrize("path", sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "studies"),
+                         ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_shipped_config_parses_and_builds(path):
     cfg = load_train_config(path)
     cfg.validate()

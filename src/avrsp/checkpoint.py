@@ -38,6 +38,22 @@ def atomic_write(path: Path, write) -> None:
             tmp.unlink()
 
 
+def write_generated(path: Path, block: str, tag: str, *, title: str = "") -> None:
+    """Put ``block`` between the ``<!-- {tag}: begin/end -->`` markers of the Markdown file
+    ``path``, keeping the hand-written text around them (a new file gets ``title``, and a
+    file without the markers gets them appended), atomically."""
+    path = Path(path)
+    begin, end = f"<!-- {tag}: begin -->", f"<!-- {tag}: end -->"
+    text = path.read_text() if path.is_file() else (f"# {title}\n\n" if title else "")
+    block = f"{begin}\n{block.strip()}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def save_model(path: str | Path, model: AVRSP, extra: dict[str, Any] | None = None) -> None:
     """Write ``model``'s weights and config (and ``extra`` JSON-able metadata) to ``path``."""
     from safetensors.torch import save_file

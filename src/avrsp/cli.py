@@ -139,7 +139,10 @@ def _finish_eval(args, items, records, model_name: str, postprocess: bool, out: 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import default_postprocess, plan_or_fail, run_evaluation
+    from .inference import resolve_device, resolve_precision
 
+    args.device = resolve_device(args.device)
+    args.precision = resolve_precision(args.precision, args.device)
     checkpoints = [Path(c) for c in args.checkpoint]
     args.split_resolved = args.split or ("all" if len(checkpoints) == 3 else "1")
     items = plan_or_fail(Path(args.data), args.dataset, args.split_resolved, checkpoints)
@@ -314,10 +317,41 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_runtime_args(p: argparse.ArgumentParser, *, batch: int, device: str) -> None:
-    p.add_argument("--batch", type=int, default=batch, help="windows per forward pass")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    p.add_argument("--device", default=device, help="auto, cpu, cuda, cuda:1, ...")
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from .ablate import StudyConfig, report, run_study
+    from .config import from_dict, read_yaml, replace
+
+    study = from_dict(StudyConfig, read_yaml(args.config), where=args.config) if args.config else StudyConfig()
+    study = replace(study, parse_overrides(args.overrides))
+    if not args.report_only:
+        run_study(study, log=lambda s: print(s, file=sys.stderr, flush=True))
+    command = " ".join(["avrsp ablate", *(["--config", args.config] if args.config else []), *args.overrides])
+    path = report(study, Path(args.write), command=command)
+    print(f"written: {path}")
+    return 0
+
+
+def bench_script() -> Path:
+    """benchmarks/bench_inference.py of the source checkout this package is installed from."""
+    return Path(__file__).resolve().parents[2] / "benchmarks" / "bench_inference.py"
+
+
+def cmd_bench(argv: list[str]) -> int:
+    """``avrsp bench ARGS``: every argument belongs to the benchmark script's own parser."""
+    import runpy
+
+    script = bench_script()
+    if not script.is_file():
+        raise ConfigError(f"{script}: not found; avrsp bench runs the benchmarks of a source checkout "
+                          f"(pip install -e . from a clone)")
+    return runpy.run_path(str(script))["main"](argv)
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", type=int, default=None, help="windows per forward pass (default: 8 on CUDA, 4 on CPU)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 on CUDA and on CPUs with AMX or AVX-512 BF16, else fp32")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
 
 
 def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type) -> None:
@@ -371,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--npz", action="store_true", help="also write float maps to maps.npz")
     p.add_argument("--side-by-side", action="store_true", help="overlay video shows the original beside it")
     p.add_argument("--no-video", action="store_true", help="maps only, no overlay video")
-    _add_runtime_args(p, batch=4, device="auto")
+    _add_runtime_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
@@ -382,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, nargs="+", metavar="FILE",
                    help="model file(s); three (splits 1, 2, 3 in order) for --split all")
     _eval_common(p)
-    _add_runtime_args(p, batch=1, device="cpu")
+    _add_runtime_args(p)
     p.add_argument("--save-maps", action="store_true",
                    help="also write 8-bit PNG predictions as maps/<dataset>/<video>/eyeMap_%%05d.png")
     p.add_argument("--figure", action="store_true",
@@ -438,6 +472,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted |ONNX − PyTorch| (default 1e-4)")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("ablate", help="the paper's ablations (Tables III–V, Fig. 6) on synthetic data",
+                       description="Train every variant of Tables III–V with several seeds on an `avrsp synth` "
+                                   "dataset, score them by video kind, and write docs/results.md. Without "
+                                   "--config: the reduced study (under an hour on 2 CPU cores). Resumes.")
+    p.add_argument("--config", metavar="FILE", help="a study config (configs/studies/ablations_*.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0,1] tables=[V] epochs=5")
+    p.add_argument("--report-only", action="store_true", help="only rewrite the report from finished runs")
+    p.add_argument("--write", default="docs/results.md", metavar="FILE", help="the report (default docs/results.md)")
+    p.set_defaults(func=cmd_ablate)
+
+    # Listed for `avrsp --help`; main() hands `avrsp bench ...` to the script's own parser.
+    sub.add_parser("bench", help="inference speed, memory and bf16 accuracy (benchmarks/ of a source checkout; "
+                                 "docs/performance.md)")
+
     p = sub.add_parser("data", help="dataset tools")
     data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     q = data.add_parser("check", help="videos, frames, missing files, all-zero maps and audio rates per split")
@@ -457,11 +505,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .media import MediaError
     from .weights import WeightsError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        try:
+            return cmd_bench(argv[1:])
+        except ConfigError as e:
+            print(f"avrsp: error: {e}", file=sys.stderr)
+            return 2
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may follow options (`train --config f.yaml --quiet epochs=3`),
     # which argparse alone would reject once the positional list has been consumed.
-    if extra and args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+    if extra and args.command in ("train", "ablate") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

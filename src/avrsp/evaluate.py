@@ -206,8 +206,8 @@ def _figure_rows(item: Item, preds: np.ndarray) -> list[tuple]:
              item.video.fixations(k), preds[k]) for k in ks]
 
 
-def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess: bool, batch: int = 1,
-                   device: str = "cpu", precision: str = "fp32", save_maps: bool = False, seed: int = 0,
+def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess: bool, batch: int | None = None,
+                   device: str = "auto", precision: str = "auto", save_maps: bool = False, seed: int = 0,
                    progress: bool = True, figure: bool = False) -> list[dict]:
     """Predict and score every item, resuming from ``out``; returns the per-video records.
     With ``figure``, ``figure.png`` shows frames, ground truth and predictions of the first
@@ -216,9 +216,10 @@ def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess:
     from tqdm import tqdm
 
     from .checkpoint import load_model
-    from .inference import predict_frames, prepare
+    from .inference import default_batch, predict_frames, prepare
 
     out = Path(out)
+    batch = batch or default_batch(device)
     settings = {**settings, "checkpoints": {str(c): _sha256(c) for c in {i.checkpoint for i in items}},
                 "postprocess": postprocess, "seed": seed}
     _check_run(out, settings)

@@ -11,12 +11,15 @@ such windows, so every frame has a map.
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
 
+from .config import ConfigError
 from .data.datasets import FrameSource
 from .media import SOUNDNET_RATE, clip_audio, frame_span
 from .models import AVRSP, to_channels_last_3d
@@ -82,15 +85,178 @@ class _FrameBuffer:
             del self._frames[i]
 
 
-def prepare(model: AVRSP, device: str | torch.device = "cpu", precision: str = "fp32") -> AVRSP:
-    """Move ``model`` to ``device`` in eval mode; ``bf16`` casts every weight to bfloat16 and
-    stores 3-D convolutions channels-last."""
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is present, else ``cpu``; CUDA asked for but absent
+    is a ConfigError, not a fallback."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: '{device}' asked for but CUDA is not available")
+    return device
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` computes bf16 in hardware: CUDA GPUs that support it, and CPUs
+    with AMX or AVX-512 BF16. Elsewhere bf16 is emulated and slower than fp32
+    (docs/performance.md)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    return False
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """``auto`` → ``bf16`` where :func:`native_bf16` holds, else ``fp32``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+def default_batch(device: str | torch.device) -> int:
+    """Windows per forward pass when none is given: the fastest measured at paper size
+    (docs/performance.md): 8 on CUDA, 4 on the CPU."""
+    return 8 if torch.device(resolve_device(str(device))).type == "cuda" else 4
+
+
+def prepare(model: AVRSP, device: str | torch.device = "cpu", precision: str = "auto") -> AVRSP:
+    """Move ``model`` to ``device`` in eval mode, for inference: ``bf16`` casts every weight
+    to bfloat16 (``auto`` picks it where the hardware has it). On the CPU, 3-D convolution
+    weights are stored channels-last, and :func:`predict_frames` then feeds channels-last
+    clips: the faster layout there, and the slower one on an H200 (docs/performance.md)."""
+    device = resolve_device(str(device))
+    precision = resolve_precision(precision, device)
     model = model.eval().to(device)
     if precision == "bf16":
-        model = to_channels_last_3d(model.to(torch.bfloat16))
-    elif precision != "fp32":
-        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
-    return model
+        model = model.to(torch.bfloat16)
+    return to_channels_last_3d(model) if torch.device(device).type == "cpu" else model
+
+
+_T = TypeVar("_T")
+_DONE = object()
+
+
+def prefetch(items: Iterable[_T], depth: int) -> Iterator[_T]:
+    """``items``, produced by a background thread at most ``depth`` ahead of the consumer.
+
+    Decoding (PyAV releases the GIL) then overlaps the network's forward pass. An
+    exception in the producer is raised in the consumer; closing the consumer early
+    stops the producer.
+    """
+    q: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((_DONE, None))
+        except BaseException as e:  # handed to the consumer, raised there
+            q.put((_DONE, e))
+
+    thread = threading.Thread(target=produce, name="avrsp-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = q.get()
+            if item is _DONE:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
+class Background:
+    """Runs submitted calls in order on one background thread, at most ``depth`` waiting,
+    so writing outputs (PNG compression, video encoding: both release the GIL) overlaps
+    the next forward passes. The first exception is raised by the next ``submit`` or by
+    ``close``, which waits for every call to finish."""
+
+    def __init__(self, depth: int = 8):
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="avrsp-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            call = self._q.get()
+            if call is None:
+                return
+            if self._error is None:
+                try:
+                    call[0](*call[1])
+                except BaseException as e:  # raised in the submitting thread
+                    self._error = e
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def submit(self, fn, *args) -> None:
+        self._raise()
+        self._q.put((fn, args))
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+        self._raise()
+
+
+def _batches(frames: Iterable[np.ndarray], n: int | None, T: int, fps: float, audio: np.ndarray | None,
+             batch: int, with_audio: bool) -> Iterator[tuple[list[Window], np.ndarray, np.ndarray, np.ndarray | None]]:
+    """``(windows, frames U×H×W×3 uint8, index B×T into them, SoundNet inputs B×L or None)``
+    in frame order. Consecutive windows share all but one frame, so a batch carries the
+    T + B − 1 distinct frames once and the index that gathers each window from them."""
+    buffer = _FrameBuffer(frames)
+    exists = (lambda i: i < n) if n is not None else buffer.exists
+    pending: list[Window] = []
+    k = 0
+    while True:
+        more = exists(k)
+        if more:
+            pending.append(window(k, T, exists))
+            k += 1
+        if pending and (len(pending) == batch or not more):
+            needed = sorted({i for w in pending for i in w.indices})
+            pos = {i: j for j, i in enumerate(needed)}
+            index = np.array([[pos[i] for i in w.indices] for w in pending], dtype=np.int64)
+            sound = np.stack([w.audio(audio, fps, T) for w in pending]) if with_audio else None
+            yield pending, np.stack(buffer.get(needed)), index, sound
+            buffer.drop_before(pending[-1].frame - T + 2)  # the next window starts no earlier
+            pending = []
+        if not more:
+            return
+
+
+def uses_channels_last(model: torch.nn.Module) -> bool:
+    """Whether ``model``'s 3-D convolutions are stored channels-last (see :func:`prepare`)."""
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv3d)), None)
+    return conv is not None and conv.weight.dim() == 5 and \
+        conv.weight.is_contiguous(memory_format=torch.channels_last_3d) and not conv.weight.is_contiguous()
 
 
 @torch.no_grad()
@@ -100,37 +266,22 @@ def predict_frames(model: AVRSP, frames: FrameSource | Iterable[np.ndarray], n: 
 
     ``frames`` is a FrameSource (read at the model's size) or an iterable of RGB frames
     already at the model's size; ``n`` may be None for a stream of unknown length.
-    Memory holds at most 2T + batch frames, whatever the video's length.
+    A background thread (:func:`prefetch`) decodes the frames and assembles each batch
+    (its distinct frames, once, and the audio excerpts) while the model runs on the
+    previous one. Memory holds at most 2T + batch frames plus two assembled batches,
+    whatever the video's length.
     """
     cfg = model.config
     T, size = cfg.frames, (cfg.height, cfg.width)
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
-    channels_last = dtype == torch.bfloat16
+    channels_last = uses_channels_last(model)
     stream = frames.stream(size) if isinstance(frames, FrameSource) else frames
-    buffer = _FrameBuffer(stream)
-    exists = (lambda i: i < n) if n is not None else buffer.exists
-    pending: list[Window] = []
-
-    def run(ws: list[Window]) -> Iterator[tuple[int, np.ndarray]]:
-        clips = np.stack([np.stack(buffer.get(w.indices)) for w in ws])           # B×T×H×W×3
-        clip = torch.from_numpy(clips).to(device).permute(0, 4, 1, 2, 3).to(dtype).div_(127.5).sub_(1.0)
-        if channels_last:
-            clip = clip.contiguous(memory_format=torch.channels_last_3d)
-        sound = None
-        if cfg.audio:
-            sound = torch.from_numpy(np.stack([w.audio(audio, fps, T) for w in ws]))[:, None].to(device, dtype)
-        out = model(clip, sound).float().cpu().numpy()
-        for w, m in zip(ws, out):
-            yield w.frame, m
-
-    k = 0
-    while exists(k):
-        pending.append(window(k, T, exists))
-        if len(pending) == batch:
-            yield from run(pending)
-            buffer.drop_before(pending[-1].frame - T + 2)  # the next window starts no earlier
-            pending = []
-        k += 1
-    if pending:
-        yield from run(pending)
+    for ws, unique, index, sound in prefetch(_batches(stream, n, T, fps, audio, batch, cfg.audio), 2):
+        x = torch.from_numpy(unique).to(device).to(dtype).div_(127.5).sub_(1.0)       # U×H×W×3
+        # B×T×H×W×3 permuted to B×3×T×H×W is channels-last in memory already.
+        clip = x[torch.from_numpy(index).to(device)].permute(0, 4, 1, 2, 3)
+        clip = clip.contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+        wave = torch.from_numpy(sound)[:, None].to(device, dtype) if sound is not None else None
+        out = model(clip, wave).float().cpu().numpy()
+        yield from ((w.frame, m) for w, m in zip(ws, out))

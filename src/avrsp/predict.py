@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 
 from .checkpoint import atomic_write, load_model
-from .inference import predict_frames, prepare
+from .inference import (Background, default_batch, predict_frames, prefetch, prepare, resolve_device,
+                        resolve_precision)
 from .media import SOUNDNET_RATE, MediaError, MediaWarning, clip_audio, iter_frames, probe, read_audio
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
@@ -38,12 +39,6 @@ def demo_video() -> Path:
     return Path(str(resources.files("avrsp") / "assets" / "demo.mp4"))
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def resize_map(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a float map to (height, width)."""
     if m.shape == tuple(size):
@@ -55,16 +50,17 @@ class Predictor:
     """Run a model file on clips and videos.
 
     ``checkpoint``: an avrsp model file (default: the shipped model). ``device``: cpu,
-    cuda, cuda:1 or auto. ``precision``: fp32 or bf16. ``batch``: windows per forward
-    pass.
+    cuda, cuda:1 or auto (CUDA when present). ``precision``: fp32, bf16 or auto (bf16
+    where the hardware computes it natively, see :func:`avrsp.inference.native_bf16`).
+    ``batch``: windows per forward pass (default: 8 on CUDA, 4 on the CPU).
     """
 
-    def __init__(self, checkpoint: str | Path | None = None, device: str = "auto", precision: str = "fp32",
-                 batch: int = 4):
+    def __init__(self, checkpoint: str | Path | None = None, device: str = "auto", precision: str = "auto",
+                 batch: int | None = None):
         self.checkpoint = Path(checkpoint) if checkpoint else default_checkpoint()
         self.device = resolve_device(device)
-        self.precision = precision
-        self.batch = batch
+        self.precision = resolve_precision(precision, self.device)
+        self.batch = batch or default_batch(self.device)
         self.model = prepare(load_model(self.checkpoint), self.device, precision)
         self.config = self.model.config
 
@@ -238,23 +234,31 @@ def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool
     writer = _OverlayWriter(out / f"{video.stem}_saliency.mp4", video, info.fps, width, info.height) \
         if overlay_video else None
     archive = _NpzStream(out / "maps.npz") if npz else None
-    originals = (rgb for rgb, _ in iter_frames(video)) if overlay_video else None
+    originals = prefetch((rgb for rgb, _ in iter_frames(video)), 4) if overlay_video else None
     bar = tqdm(total=info.frames or None, unit="frame", desc=video.name, disable=not progress, dynamic_ncols=True)
+
+    def write(k: int, m: np.ndarray) -> None:
+        atomic_write(maps_dir / f"{k + 1:05d}.png", lambda tmp: Image.fromarray(
+            np.round(np.clip(m, 0, 1) * 255).astype(np.uint8)).save(tmp, format="PNG"))
+        if archive is not None:
+            archive.add(k, m)
+        if writer is not None:
+            frame = next(originals)
+            shown = overlay(frame, m)
+            writer.add(np.concatenate([frame, shown], 1) if side_by_side else shown)
+
     t0 = time.time()
     n = 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("once", MediaWarning)
-        for k, m in enumerate(predictor.predict_video(video)):
-            atomic_write(maps_dir / f"{k + 1:05d}.png", lambda tmp, m=m: Image.fromarray(
-                np.round(np.clip(m, 0, 1) * 255).astype(np.uint8)).save(tmp, format="PNG"))
-            if archive is not None:
-                archive.add(k, m)
-            if writer is not None:
-                frame = next(originals)
-                shown = overlay(frame, m)
-                writer.add(np.concatenate([frame, shown], 1) if side_by_side else shown)
-            n += 1
-            bar.update(1)
+    outputs = Background()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("once", MediaWarning)
+            for k, m in enumerate(predictor.predict_video(video)):
+                outputs.submit(write, k, m)
+                n += 1
+                bar.update(1)
+    finally:
+        outputs.close()
     bar.close()
     if writer is not None:
         writer.close()

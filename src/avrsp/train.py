@@ -184,12 +184,11 @@ def setup_distributed(device: torch.device) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device: '{name}' asked for but CUDA is not available")
-    device = torch.device(name)
+def train_device(name: str) -> torch.device:
+    """The device of this process: with several CUDA processes, its LOCAL_RANK's GPU."""
+    from .inference import resolve_device
+
+    device = torch.device(resolve_device(name))
     if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -517,7 +516,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
     from .data.datasets import ClipDataset
 
     cfg.validate()
-    device = resolve_device(cfg.device)
+    device = train_device(cfg.device)
     if cfg.precision == "bf16" and device.type != "cuda":
         raise ConfigError("precision: bf16 training runs on CUDA only (bf16 autocast training is unsafe on this "
                           "CPU: heap corruption and hangs were measured); use fp32 on CPU")

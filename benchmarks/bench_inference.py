@@ -1,0 +1,456 @@
+"""Inference speed, memory and bf16 accuracy of the named configs (``avrsp bench``).
+
+    avrsp bench [--configs avrsp avrsp_v avrsp_tiny] [--batches 1 4 8] [--device auto]
+                [--json FILE] [--merge FILE ...] [--write docs/performance.md] [--quick]
+
+Measured in one run, on one machine:
+
+* per config: parameters and GFLOPs per window (``avrsp info``'s meta-device count);
+* windows/s at each batch for fp32, bf16 autocast and whole-model bf16, each with and
+  without channels-last 3-D convolutions, and ``torch.compile`` of the default path
+  where it compiles;
+* the machine's fp32 and bf16 matrix-product peaks, and each mode's GFLOP/s as a
+  fraction of its precision's peak;
+* ``avrsp predict`` end to end on a generated 60 s video, against the model alone on
+  the same windows;
+* peak memory of ``avrsp predict`` for a 10 s and a 60 s video (fresh processes);
+* bf16 against fp32 maps of the built-in (trained) model on synthetic clips.
+
+``--json`` keeps the raw figures; ``--merge`` adds another machine's JSON (a GPU run,
+say) to the tables; ``--write`` renders everything as Markdown (docs/performance.md).
+This is a benchmark, not a test: nothing here asserts, and it is never run by CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import avrsp
+from avrsp.checkpoint import save_model, write_generated
+from avrsp.info import measure
+from avrsp.inference import native_bf16, predict_frames, prepare, resolve_device, resolve_precision
+from avrsp.models import to_channels_last_3d
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_predict_memory  # noqa: E402
+
+#: mode → (weight dtype, autocast to bf16, channels-last 3-D)
+MODES = {
+    "fp32": (torch.float32, False, False),
+    "fp32+cl": (torch.float32, False, True),
+    "autocast": (torch.float32, True, False),
+    "autocast+cl": (torch.float32, True, True),
+    "bf16": (torch.bfloat16, False, False),
+    "bf16+cl": (torch.bfloat16, False, True),
+}
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def machine(device: str) -> dict:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    info = {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "device": device, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "native_bf16": native_bf16(device), "default_precision": resolve_precision("auto", device)}
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(device)
+    info["label"] = info.get("gpu", f"{cpu} ({os.cpu_count()} cores)")
+    return info
+
+
+def matmul_peak(device: str, dtype: torch.dtype, seconds: float = 2.0) -> float:
+    """GFLOP/s of square matrix products, the largest that run a few times in ``seconds``."""
+    n = 8192 if device.startswith("cuda") else 2048
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    sync(device)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or reps < 3:
+        a @ b
+        reps += 1
+        if reps % 10 == 0 or not device.startswith("cuda"):
+            sync(device)
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def inputs(cfg, batch: int, device: str, dtype: torch.dtype, channels_last: bool):
+    g = torch.Generator().manual_seed(0)
+    clip = torch.rand(batch, 3, cfg.frames, cfg.height, cfg.width, generator=g).mul_(2).sub_(1).to(device, dtype)
+    if channels_last:
+        clip = clip.contiguous(memory_format=torch.channels_last_3d)
+    audio = torch.randn(batch, 1, cfg.audio_samples, generator=g).mul_(50).to(device, dtype) if cfg.audio else None
+    return clip, audio
+
+
+def timed(fn, device: str, repeats: int, min_seconds: float = 1.0, warm_up: bool = True) -> float:
+    """Seconds per call: after one warm-up call, at least ``repeats`` calls and at least
+    ``min_seconds`` in all (fast GPU calls are repeated until the clock can see them)."""
+    if warm_up:
+        fn()
+    sync(device)
+    calls, t0 = 0, time.perf_counter()
+    while calls < repeats or time.perf_counter() - t0 < min_seconds:
+        fn()
+        calls += 1
+        sync(device)
+    return (time.perf_counter() - t0) / calls
+
+
+def build(name: str, mode: str, device: str) -> torch.nn.Module:
+    dtype, _, channels_last = MODES[mode]
+    torch.manual_seed(0)
+    model = avrsp.create_model(name).eval().to(device, dtype)
+    return to_channels_last_3d(model) if channels_last else model
+
+
+def throughput(name: str, batches: list[int], device: str, repeats: int, compile_: bool, log) -> list[dict]:
+    """Windows/s of every mode at every batch; with ``compile_``, torch.compile of the
+    default path at the largest batch (one compilation)."""
+    rows = []
+    for mode, (dtype, autocast, channels_last) in MODES.items():
+        model = build(name, mode, device)
+        for i, batch in enumerate(batches):
+            clip, audio = inputs(model.config, batch, device, dtype, channels_last)
+            ctx = (lambda: torch.autocast(torch.device(device).type, torch.bfloat16)) if autocast \
+                else contextlib.nullcontext
+
+            def step():
+                with torch.no_grad(), ctx():
+                    model(clip, audio)
+
+            # A CPU forward at paper size takes seconds: one warm-up per mode is enough there.
+            sec = timed(step, device, repeats, warm_up=i == 0 or device.startswith("cuda"))
+            rows.append({"config": name, "mode": mode, "batch": batch, "windows_per_s": batch / sec})
+            log(f"  {name:<10} {mode:<12} batch {batch}: {batch / sec:8.2f} windows/s")
+        del model
+    if compile_:
+        precision = resolve_precision("auto", device)
+        label = f"compile ({precision}+cl)"
+        try:
+            model = torch.compile(prepare(avrsp.create_model(name), device, precision))
+            dtype = next(model.parameters()).dtype
+            for batch in batches[-1:]:
+                clip, audio = inputs(model.config, batch, device, dtype, True)
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    model(clip, audio)
+                sync(device)
+                compile_s = time.perf_counter() - t0
+
+                def step():
+                    with torch.no_grad():
+                        model(clip, audio)
+
+                sec = timed(step, device, repeats)
+                rows.append({"config": name, "mode": label, "batch": batch, "windows_per_s": batch / sec,
+                             "compile_s": compile_s})
+                log(f"  {name:<10} {label:<12} batch {batch}: {batch / sec:8.2f} windows/s "
+                    f"(first call {compile_s:.0f} s)")
+        except Exception as e:  # reported in the table, not fatal: "where it works"
+            rows.append({"config": name, "mode": label, "error": f"{type(e).__name__}: {str(e)[:200]}"})
+            log(f"  {name:<10} {label}: failed ({type(e).__name__})")
+    return rows
+
+
+def synthetic_video(seconds: float, height: int, width: int, seed: int, kind: str = "relevant"):
+    from avrsp.data.synth import SynthConfig, generate_video
+
+    cfg = SynthConfig(videos=3, frames=int(seconds * 15), height=height, width=width, fps=15.0, seed=seed)
+    return cfg, generate_video(cfg, 0, kind)
+
+
+def accuracy(device: str, clips: int = 3, seconds: float = 4.0) -> dict:
+    """bf16 vs fp32 maps of the built-in model on unseen synthetic videos (both kinds)."""
+    from avrsp.checkpoint import load_model
+    from avrsp.predict import default_checkpoint
+
+    from avrsp.media import resize_rgb
+
+    m32 = prepare(load_model(default_checkpoint()), device, "fp32")
+    m16 = prepare(load_model(default_checkpoint()), device, "bf16")
+    size = (m32.config.height, m32.config.width)
+    diffs, ccs = [], []
+    for i in range(clips):
+        _, video = synthetic_video(seconds, 144, 256, seed=1000 + i, kind=("relevant", "music")[i % 2])
+        frames = [resize_rgb(f, size) for f in video.frames]
+        a = np.stack([m for _, m in predict_frames(m32, frames, len(frames), 15.0, video.audio, batch=4)])
+        b = np.stack([m for _, m in predict_frames(m16, frames, len(frames), 15.0, video.audio, batch=4)])
+        diffs.append(float(np.abs(a - b).max()))
+        for x, y in zip(a, b):
+            ccs.append(float(np.corrcoef(x.ravel(), y.ravel())[0, 1]))
+    return {"videos": clips, "frames": len(ccs), "max_abs_diff": max(diffs), "cc_mean": float(np.mean(ccs)),
+            "cc_min": float(np.min(ccs))}
+
+
+def end_to_end(checkpoint: Path | None, device: str, seconds: float, batch: int, log) -> dict:
+    """``avrsp predict`` (maps + overlay video) on a generated video, against the model alone
+    on as many windows of the same batch, precision and layout."""
+    from avrsp.data.synth import _write_mp4
+    from avrsp.predict import Predictor, predict_to_folder
+
+    predictor = Predictor(checkpoint, device=device, batch=batch)
+    cfg = predictor.config
+    with tempfile.TemporaryDirectory() as tmp:
+        scfg, video = synthetic_video(seconds, 144, 256, seed=5)
+        path = Path(tmp) / "long.mp4"
+        _write_mp4(path, video, scfg)
+        del video
+        list(predictor.predict_video(path))  # warm-up
+        r = predict_to_folder(predictor, path, Path(tmp) / "out", progress=False)
+        t0 = time.perf_counter()
+        n_maps = sum(1 for _ in predictor.predict_video(path))
+        maps_s = time.perf_counter() - t0
+    dtype = next(predictor.model.parameters()).dtype
+    clip, audio = inputs(cfg, batch, device, dtype, True)
+    calls = -(-r.frames // batch)
+
+    def step():
+        with torch.no_grad():
+            predictor.model(clip, audio)
+
+    model_s = timed(step, device, min(calls, 50)) * calls
+    out = {"model": cfg.name, "checkpoint": str(checkpoint or "built-in"), "precision": predictor.precision,
+           "batch": batch, "frames": r.frames, "predict_fps": r.frames / r.seconds,
+           "maps_only_fps": n_maps / maps_s, "model_fps": r.frames / model_s}
+    out["ratio"] = out["predict_fps"] / out["model_fps"]
+    log(f"  predict {cfg.name}: {out['predict_fps']:.1f} frames/s end to end, {out['maps_only_fps']:.1f} maps only, "
+        f"model alone {out['model_fps']:.1f} ({out['ratio']:.0%})")
+    return out
+
+
+def random_checkpoint(name: str, folder: Path) -> Path:
+    torch.manual_seed(0)
+    path = folder / f"{name}_random.safetensors"
+    save_model(path, avrsp.create_model(name))
+    return path
+
+
+def run(args) -> dict:
+    device = resolve_device(args.device)
+
+    def log(line: str) -> None:  # progress, and the figures so far, in case a later stage fails
+        print(line, file=sys.stderr, flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1))
+
+    result = {"machine": machine(device), "command": "avrsp bench " + " ".join(args.argv),
+              "date": datetime.date.today().isoformat(), "configs": {}, "throughput": [], "e2e": []}
+    log(f"machine: {result['machine']['label']}, torch {torch.__version__}, default precision "
+        f"{result['machine']['default_precision']}")
+    result["peak_gflops"] = {"fp32": matmul_peak(device, torch.float32), "bf16": matmul_peak(device, torch.bfloat16)}
+    log(f"  matmul peaks: fp32 {result['peak_gflops']['fp32']:.0f}, bf16 {result['peak_gflops']['bf16']:.0f} GFLOP/s")
+    for name in args.configs:
+        info = measure(avrsp.get_config(name))
+        result["configs"][name] = {"params_m": info.total_params / 1e6, "gflops": info.total_gflops}
+        result["throughput"] += throughput(name, args.batches, device, args.repeats, name in args.compile, log)
+    result["accuracy"] = accuracy(device)
+    log(f"  bf16 vs fp32 (built-in model): max |Δ| {result['accuracy']['max_abs_diff']:.3g}, "
+        f"CC mean {result['accuracy']['cc_mean']:.4f} min {result['accuracy']['cc_min']:.4f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.e2e_models:
+            ckpt = None if name == "built-in" else random_checkpoint(name, Path(tmp))
+            result["e2e"].append(end_to_end(ckpt, device, args.e2e_seconds, args.e2e_batch, log))
+    if not args.no_memory:
+        mem = bench_predict_memory.measure(10.0, 60.0, 144, 256, ("--device", device))
+        result["memory"] = mem
+        log(f"  predict peak memory 60 s / 10 s: {mem['long']['peak_mib']:.0f} / {mem['short']['peak_mib']:.0f} MiB "
+            f"= {mem['ratio']:.3f}")
+    return result
+
+
+# ------------------------------------------------------------------ report
+
+def _gflops(result: dict, row: dict) -> float:
+    return row["windows_per_s"] * result["configs"][row["config"]]["gflops"]
+
+
+def _peak_for(mode: str) -> str:
+    return "fp32" if "fp32" in mode else "bf16"
+
+
+def targets(result: dict) -> list[tuple[str, str, str, str]]:
+    """(what, target, measured, met) for the issue's targets, on this result's machine."""
+    rows = []
+    tp = [r for r in result["throughput"] if "error" not in r]
+    paper = [c for c in ("avrsp", "avrsp_v") if c in result["configs"]] or list(result["configs"])[:1]
+    for name in paper[:1]:
+        by = {(r["mode"], r["batch"]): r["windows_per_s"] for r in tp if r["config"] == name}
+        fp32 = max(v for (m, _), v in by.items() if m == "fp32")
+        bf16 = max((v for (m, _), v in by.items() if m.startswith(("bf16", "autocast", "compile (bf16"))), default=0)
+        rows.append((f"{name}: best bf16 path / fp32 eager (best batch each)", "≥ 3×", f"{bf16 / fp32:.2f}×",
+                     "yes" if bf16 / fp32 >= 3 else "no"))
+        best = max((r for r in tp if r["config"] == name), key=lambda r: r["windows_per_s"])
+        precision = _peak_for(best["mode"])
+        peak = result["peak_gflops"][precision]
+        frac = _gflops(result, best) / peak
+        rows.append((f"{name}: fastest mode ({best['mode']}, batch {best['batch']}) / {precision} matmul peak",
+                     "≥ 35 %", f"{frac:.0%} ({_gflops(result, best):.0f} of {peak:.0f} GFLOP/s)",
+                     "yes" if frac >= 0.35 else "no"))
+    for e in result["e2e"]:
+        rows.append((f"predict end to end / model alone ({e['model']}, {e['precision']}, batch {e['batch']})",
+                     "≥ 90 %", f"{e['ratio']:.0%} ({e['predict_fps']:.1f} / {e['model_fps']:.1f} frames/s)",
+                     "yes" if e["ratio"] >= 0.9 else "no"))
+    if "memory" in result:
+        m = result["memory"]
+        rows.append(("predict peak memory, 60 s video / 10 s video", "≤ 1.1×",
+                     f"{m['ratio']:.3f} ({m['long']['peak_mib']:.0f} / {m['short']['peak_mib']:.0f} MiB)",
+                     "yes" if m["ratio"] <= 1.1 else "no"))
+    a = result["accuracy"]
+    rows.append(("bf16 vs fp32 maps, built-in model (CC, mean / min over frames)", "≥ 0.99",
+                 f"{a['cc_mean']:.4f} / {a['cc_min']:.4f} (largest difference {a['max_abs_diff']:.3f})",
+                 "yes" if a["cc_min"] >= 0.99 else "no"))
+    return rows
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["Written by `avrsp bench` (benchmarks/bench_inference.py); each machine's figures come "
+             "from one run of the command shown for it, and ratios compare figures of the same run.", ""]
+    lines += ["## Machines", "", "| Machine | Date | Command | torch | CPU capability | threads | native bf16 | "
+              "default precision | fp32 matmul peak | bf16 matmul peak |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        m = r["machine"]
+        lines.append(f"| {m['label']} | {r['date']} | `{r['command']}` | {m['torch']} | {m['cpu_capability']} | "
+                     f"{m['threads']} | {'yes' if m['native_bf16'] else 'no'} | {m['default_precision']} | "
+                     f"{r['peak_gflops']['fp32']:.0f} GFLOP/s | {r['peak_gflops']['bf16']:.0f} GFLOP/s |")
+    lines += ["", "## Targets", "", "| Machine | What | Target | Measured | Met |", "|---|---|---|---|---|"]
+    for r in results:
+        for what, target, measured, met in targets(r):
+            lines.append(f"| {r['machine']['label']} | {what} | {target} | {measured} | {met} |")
+    lines += ["", "## Models", "", "| Config | Parameters | GFLOPs per window |", "|---|---|---|"]
+    configs = {}
+    for r in results:
+        configs.update(r["configs"])
+    for name, c in configs.items():
+        lines.append(f"| {name} | {c['params_m']:.2f} M | {c['gflops']:.1f} |")
+    batches = sorted({row["batch"] for r in results for row in r["throughput"] if "batch" in row})
+    lines += ["", "## Throughput", "",
+              "Windows per second (one window = one predicted frame). *cl*: 3-D convolutions channels-last. "
+              "*autocast*: fp32 weights under `torch.autocast(bfloat16)`. *bf16*: every weight and activation "
+              "bfloat16. *compile*: `torch.compile` of the default path (first-call time in brackets). "
+              "*Peak*: the best batch's GFLOP/s over the matrix-product peak of the mode's precision.", "",
+              "| Machine | Config | Mode | " + " | ".join(f"batch {b}" for b in batches) + " | GFLOP/s | Peak | "
+              "× fp32 |", "|---|---|---|" + "---|" * (len(batches) + 3)]
+    for r in results:
+        label = r["machine"]["label"]
+        for name in r["configs"]:
+            rows = [x for x in r["throughput"] if x["config"] == name]
+            base = max((x["windows_per_s"] for x in rows if x["mode"] == "fp32" and "error" not in x), default=None)
+            for mode in dict.fromkeys(x["mode"] for x in rows):
+                mrows = [x for x in rows if x["mode"] == mode]
+                if "error" in mrows[0]:
+                    lines.append(f"| {label} | {name} | {mode} | failed: {mrows[0]['error']} |"
+                                 + " |" * (len(batches) + 2))
+                    continue
+                cells = []
+                for b in batches:
+                    x = next((x for x in mrows if x["batch"] == b), None)
+                    cell = "" if x is None else f"{x['windows_per_s']:.2f}"
+                    if x is not None and "compile_s" in x:
+                        cell += f" ({x['compile_s']:.0f} s)"
+                    cells.append(cell)
+                best = max(mrows, key=lambda x: x["windows_per_s"])
+                g = _gflops(r, best)
+                peak = r["peak_gflops"][_peak_for(mode)]
+                ratio = f"{best['windows_per_s'] / base:.2f}" if base else ""
+                lines.append(f"| {label} | {name} | {mode} | " + " | ".join(cells) +
+                             f" | {g:.1f} | {g / peak:.0%} | {ratio} |")
+    lines += ["", "## End to end", "",
+              "`avrsp predict` on a generated video (144×256, 15 fps, sound): maps as PNGs plus the overlay "
+              "video; *maps only*: `Predictor.predict_video` without writing; *model alone*: the same number "
+              "of forward passes on tensors already in memory.", "",
+              "| Machine | Model | Precision | Batch | Frames | predict (frames/s) | maps only | model alone | "
+              "predict / model |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for e in r["e2e"]:
+            lines.append(f"| {r['machine']['label']} | {e['model']} ({e['checkpoint'].split('/')[-1]}) | "
+                         f"{e['precision']} | {e['batch']} | {e['frames']} | {e['predict_fps']:.1f} | "
+                         f"{e['maps_only_fps']:.1f} | {e['model_fps']:.1f} | {e['ratio']:.0%} |")
+    lines += ["", "## Memory", "", "Peak resident memory (VmHWM) of `avrsp predict` with the built-in model, each "
+              "video in a fresh process.", "", "| Machine | 10 s video | 60 s video | ratio |", "|---|---|---|---|"]
+    for r in results:
+        if "memory" in r:
+            m = r["memory"]
+            lines.append(f"| {r['machine']['label']} | {m['short']['peak_mib']:.0f} MiB | "
+                         f"{m['long']['peak_mib']:.0f} MiB | {m['ratio']:.3f} |")
+    lines += ["", "## bf16 against fp32", "",
+              "The built-in model's maps in whole-model bf16 against fp32, every frame of "
+              "unseen synthetic videos (relevant and music kinds, 144×256, 4 s each).", "",
+              "| Machine | Videos | Frames | max abs difference | CC mean | CC min |", "|---|---|---|---|---|---|"]
+    for r in results:
+        a = r["accuracy"]
+        lines.append(f"| {r['machine']['label']} | {a['videos']} | {a['frames']} | {a['max_abs_diff']:.4f} | "
+                     f"{a['cc_mean']:.5f} | {a['cc_min']:.5f} |")
+    return "\n".join(lines)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="avrsp bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--configs", nargs="+", default=["avrsp", "avrsp_v", "avrsp_tiny"])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 4, 8])
+    ap.add_argument("--repeats", type=int, default=1, help="timed forward passes per figure, after one warm-up")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--compile", nargs="*", default=None, metavar="CONFIG",
+                    help="configs to time under torch.compile (largest batch); default: avrsp on CUDA, none on "
+                         "CPU, where compiling avrsp_tiny alone took 5 min (docs/performance.md)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the 10 s / 60 s memory measurement")
+    ap.add_argument("--e2e-models", nargs="*", default=None,
+                    help="'built-in' and/or config names (random weights); default: built-in, plus avrsp on CUDA")
+    ap.add_argument("--e2e-seconds", type=float, default=60.0)
+    ap.add_argument("--e2e-batch", type=int, default=4)
+    ap.add_argument("--quick", action="store_true", help="avrsp_tiny only, batch 1 and 4, 10 s video: a smoke run")
+    ap.add_argument("--json", metavar="FILE", help="write the raw figures here")
+    ap.add_argument("--merge", nargs="*", default=[], metavar="FILE", help="other machines' --json files to include")
+    ap.add_argument("--report-only", action="store_true", help="measure nothing: render the --merge files")
+    ap.add_argument("--write", metavar="FILE", help="write the Markdown report here (e.g. docs/performance.md)")
+    args = ap.parse_args(argv)
+    args.argv = argv
+    if args.quick:
+        args.configs, args.batches, args.e2e_seconds, args.no_memory = ["avrsp_tiny"], [1, 4], 10.0, True
+    if args.compile is None:
+        args.compile = ["avrsp"] if resolve_device(args.device).startswith("cuda") else []
+    if args.e2e_models is None:
+        args.e2e_models = ["built-in"] + (["avrsp"] if resolve_device(args.device).startswith("cuda") else [])
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    merged = [json.loads(Path(f).read_text()) for f in args.merge]
+    if args.report_only:
+        if not merged:
+            raise SystemExit("avrsp bench: --report-only needs --merge FILE ... (figures of earlier runs)")
+        results = merged
+    else:
+        result = run(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1))
+            print(f"figures: {args.json}", file=sys.stderr)
+        results = [result] + merged
+    text = markdown(results)
+    print(text)
+    if args.write:
+        write_generated(Path(args.write), text, "avrsp bench", title="Inference performance")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
