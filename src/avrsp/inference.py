@@ -195,7 +195,8 @@ class Background:
 
     def __init__(self, depth: int = 8):
         self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
+        self._error: BaseException | None = None   # once set, later calls are skipped
+        self._raised = False
         self._thread = threading.Thread(target=self._work, name="avrsp-writer", daemon=True)
         self._thread.start()
 
@@ -211,9 +212,9 @@ class Background:
                     self._error = e
 
     def _raise(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+        if self._error is not None and not self._raised:
+            self._raised = True
+            raise self._error
 
     def submit(self, fn, *args) -> None:
         self._raise()
