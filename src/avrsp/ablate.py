@@ -173,6 +173,7 @@ def relevance_samples(model, items, kinds: dict[str, str], per_video: int) -> di
     ``per_video`` evenly spaced windows of each video, by video kind (float16 lists)."""
     import torch
 
+    from .data.datasets import to_model_frames
     from .inference import window
 
     cfg = model.config
@@ -184,8 +185,6 @@ def relevance_samples(model, items, kinds: dict[str, str], per_video: int) -> di
         n = len(v)
         for k in np.linspace(cfg.frames - 1, n - 1, per_video).round().astype(int):
             w = window(int(k), cfg.frames, lambda i: i < n)
-            from .data.datasets import to_model_frames
-
             clip = to_model_frames(v.frames.read(list(w.indices)), (cfg.height, cfg.width))[None]
             audio = torch.from_numpy(w.audio(v.audio, v.fps, cfg.frames))[None, None]
             with torch.no_grad():

@@ -61,7 +61,7 @@ class Predictor:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.batch = batch or default_batch(self.device)
-        self.model = prepare(load_model(self.checkpoint), self.device, precision)
+        self.model = prepare(load_model(self.checkpoint), self.device, self.precision)
         self.config = self.model.config
 
     @property
