@@ -1,0 +1,247 @@
+"""Does the network learn to use the sound? A fast, in-memory training experiment.
+
+    .venv/bin/python benchmarks/audio_binding.py [--videos 1000] [--video-frames 16] [--steps 2400]
+        [--size 64x96] [--oracle | --pitch-probe] [--init FILE] [--save FILE] [--json FILE] [--model '{"dims": [64, 32, 16, 16]}']
+
+Trains an ``avrsp_tiny``-shaped network on relevant-audio videos from ``avrsp synth``'s
+renderer, kept in memory and never written to disk, so that many short videos (too many
+to memorise which disc sounds when) cost nothing but their generation. Every
+``--eval-every`` steps it scores unseen videos (seed 99, as ``tests/test_predict.py``)
+with their sound and with silence: the fraction of frames whose map peaks on the
+sounding disc. A model that uses the sound scores clearly higher with it.
+
+``--oracle`` replaces SoundNet by a learned embedding of the sounding disc's colour: a
+perfect audio feature. ``--pitch-probe`` trains SoundNet alone to name the sounding
+colour from the same windows. If even the oracle goes unused, the obstacle is on the
+visual side of the fusion, not in learning pitch. At the end a run measures how local
+the fusion tokens are (``cell_locality``): RAVF can only single out the sounding disc's
+cell if that cell's token describes that cell. docs/default_model.md records what each
+run gave.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import avrsp
+from avrsp.data.datasets import resize_map, to_model_frames
+from avrsp.data.synth import PALETTE, SynthConfig, generate_video
+from avrsp.loss import SaliencyLoss
+from avrsp.media import SOUNDNET_RATE, clip_audio, frame_span
+from avrsp.models.soundnet import SoundNet8
+
+EVAL_SEED = 99       # tests/test_predict.py's unseen videos
+EVAL_FRAMES = 32
+
+
+class OracleAudio(nn.Module):
+    """Stands in for SoundNet: the first ``len(PALETTE)`` input samples carry a one-hot
+    code of the sounding colour (all zero for silence), embedded as one audio token."""
+
+    def __init__(self, out_channels: int):
+        super().__init__()
+        self.out_channels = out_channels
+        self.embed = nn.Linear(len(PALETTE), out_channels)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.embed(audio[:, 0, :len(PALETTE)]))[:, :, None]
+
+
+class Clips:
+    """One video's frames and maps at the model's size, and its clips with or without sound."""
+
+    def __init__(self, video, size: tuple[int, int], frames: int, oracle: bool, fps: float):
+        self.video, self.size, self.frames, self.oracle, self.fps = video, size, frames, oracle, fps
+        self.rgb = to_model_frames(list(video.frames), size)                                   # 3×F×H×W
+        self.maps = torch.stack([torch.from_numpy(resize_map(m.astype(np.float32), size)) for m in video.maps])
+        self.scale = np.array([size[1] / video.frames.shape[2], size[0] / video.frames.shape[1]])
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    def clip(self, k: int, sound: bool = True):
+        first = k - self.frames + 1
+        start, end = frame_span(first, k, self.fps)
+        length = SOUNDNET_RATE * self.frames // 10
+        if self.oracle:
+            audio = np.zeros(length, np.float32)
+            if sound and self.video.sounding[k] is not None:
+                audio[self.video.colours[self.video.sounding[k]]] = 1.0
+        else:
+            audio = clip_audio(self.video.audio if sound else None, SOUNDNET_RATE, start, end, length)
+        indices = [max(j, 0) for j in range(first, k + 1)]
+        return self.rgb[:, indices], torch.from_numpy(audio)[None], self.maps[k]
+
+    def on_sounding_disc(self, k: int, saliency: np.ndarray) -> bool:
+        """The map's peak lies on the sounding disc and on no nearer disc (the test's rule)."""
+        y, x = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
+        pos = self.video.positions[k] * self.scale
+        d = np.hypot(pos[:, 0] - x, pos[:, 1] - y)
+        s = self.video.sounding[k]
+        return bool(d[s] < 1.5 * self.video.radius * self.scale[1] and d[s] == d.min())
+
+
+def hit_rates(model: nn.Module, videos: list[Clips]) -> tuple[float, float]:
+    """Fraction of frames (every second frame with a full clip) peaking on the sounding
+    disc, with the sound and with silence."""
+    model.eval()
+    hits, total = {True: 0, False: 0}, 0
+    with torch.no_grad():
+        for v in videos:
+            ks = list(range(v.frames - 1, len(v), 2))
+            total += len(ks)
+            for sound in (True, False):
+                clips = [v.clip(k, sound) for k in ks]
+                pred = model(torch.stack([c[0] for c in clips]), torch.stack([c[1] for c in clips]))
+                hits[sound] += sum(v.on_sounding_disc(k, m) for k, m in zip(ks, pred.numpy()))
+    model.train()
+    return hits[True] / total, hits[False] / total
+
+
+def cell_locality(model: nn.Module, clip: torch.Tensor) -> tuple[float, float]:
+    """How local the fusion tokens are: for each X⁰ cell, the share of the input-gradient
+    energy of its feature vector that falls inside the cell's own 32×32 pixels, averaged
+    over cells; returned with the share a token that sees the whole frame evenly would
+    have (1 / cells)."""
+    model.eval()
+    clip = clip[None].clone().requires_grad_(True)
+    x0 = model.features(clip)[0]
+    h, w = x0.shape[-2:]
+    shares = []
+    for i in range(h):
+        for j in range(w):
+            grad, = torch.autograd.grad(x0[0, :, :, i, j].norm(), clip, retain_graph=True)
+            energy = grad.pow(2).sum((0, 1, 2))
+            shares.append(float(energy[32 * i:32 * (i + 1), 32 * j:32 * (j + 1)].sum() / energy.sum()))
+    model.train()
+    return float(np.mean(shares)), 1 / (h * w)
+
+
+def pitch_probe(args: argparse.Namespace, log=print) -> float:
+    """The audio side alone: the tiny SoundNet plus a linear layer, trained to name the
+    sounding colour from the same audio windows; returns held-out accuracy."""
+    torch.manual_seed(args.seed)
+    cfg = SynthConfig(videos=args.videos, frames=EVAL_FRAMES, height=36, width=64, seed=1000 + args.seed)
+    length = SOUNDNET_RATE * args.frames // 10
+    windows, labels = [], []
+    for i in range(args.videos):
+        v = generate_video(cfg, i, "relevant")
+        for k in range(args.frames - 1, cfg.frames):
+            start, end = frame_span(k - args.frames + 1, k, cfg.fps)
+            windows.append(clip_audio(v.audio, SOUNDNET_RATE, start, end, length))
+            labels.append(v.colours[v.sounding[k]])
+    x, y = torch.from_numpy(np.stack(windows))[:, None], torch.tensor(labels)
+    n_train = int(0.8 * len(x))  # whole videos on either side: windows are in video order
+    net = SoundNet8(avrsp.get_config("avrsp_tiny").soundnet_width)
+    head = nn.Linear(net.out_channels, len(PALETTE))
+    optimizer = torch.optim.AdamW([*net.parameters(), *head.parameters()], lr=args.lr)
+    rng = np.random.default_rng(args.seed)
+    for _ in range(args.steps):
+        idx = torch.from_numpy(rng.integers(0, n_train, 16))
+        loss = nn.functional.cross_entropy(head(net(x[idx]).mean(-1)), y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    net.eval()
+    with torch.no_grad():
+        accuracy = float((head(net(x[n_train:]).mean(-1)).argmax(1) == y[n_train:]).float().mean())
+    log(f"SoundNet alone names the sounding colour in {accuracy:.0%} of held-out windows after {args.steps} steps")
+    if args.save:  # safetensors in SoundNet8's layout: what a training config's init.soundnet loads
+        save_file(net.state_dict(), args.save)
+    return accuracy
+
+
+def run(args: argparse.Namespace, log=print) -> dict:
+    torch.manual_seed(args.seed)
+    gen_h, gen_w = map(int, args.generate.split("x"))
+    size = tuple(map(int, args.size.split("x")))
+    model = avrsp.create_model("avrsp_tiny", frames=args.frames, height=size[0], width=size[1],
+                               **json.loads(args.model))
+    if args.oracle:
+        model.audio_net = OracleAudio(model.audio_net.out_channels)
+    if args.init:
+        missing, _ = model.load_state_dict(torch.load(args.init), strict=False)
+        log(f"init from {args.init}" + (f" ({len(missing)} tensors new)" if missing else ""))
+    if args.init_soundnet:
+        model.audio_net.load_state_dict(load_file(args.init_soundnet))
+        log(f"SoundNet from {args.init_soundnet}")
+    t0 = time.perf_counter()
+    train_cfg = SynthConfig(videos=args.videos, frames=args.video_frames, height=gen_h, width=gen_w,
+                            relevant_fraction=1.0, seed=1000 + args.seed)
+    eval_cfg = SynthConfig(videos=args.val, frames=EVAL_FRAMES, height=gen_h, width=gen_w, seed=EVAL_SEED)
+    train = [Clips(generate_video(train_cfg, i, "relevant"), size, args.frames, args.oracle, train_cfg.fps)
+             for i in range(args.videos)]
+    held_out = [Clips(generate_video(eval_cfg, i, "relevant"), size, args.frames, args.oracle, eval_cfg.fps)
+                for i in range(args.val)]
+    log(f"{args.videos} training and {args.val} held-out videos in {time.perf_counter() - t0:.0f} s")
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    loss_fn = SaliencyLoss()
+    rng = np.random.default_rng(args.seed)
+    rows, losses, t0 = [], [], time.perf_counter()
+    model.train()
+    for step in range(1, args.steps + 1):
+        batch = []
+        for _ in range(args.batch):
+            v = train[int(rng.integers(len(train)))]
+            batch.append(v.clip(int(rng.integers(len(v)))))
+        pred = model(torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch]))
+        loss = loss_fn(pred, torch.stack([b[2] for b in batch]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if step % args.eval_every == 0 or step == args.steps:
+            sound, silence = hit_rates(model, held_out)
+            rows.append({"step": step, "loss": float(np.mean(losses)), "hit_sound": sound, "hit_silence": silence,
+                         "seconds": round(time.perf_counter() - t0, 1)})
+            log(f"step {step}: loss {rows[-1]['loss']:.3f}, peak on the sounding disc {sound:.2f} with sound, "
+                f"{silence:.2f} with silence ({rows[-1]['seconds']:.0f} s)")
+            losses = []
+    if args.save:
+        torch.save(model.state_dict(), args.save)
+    result = {"args": vars(args), "rows": rows}
+    share, even = cell_locality(model, held_out[0].clip(held_out[0].frames - 1)[0])
+    result["locality"] = {"own_cell_share": share, "even_share": even}
+    log(f"fusion tokens at {size[0]}×{size[1]}: {share:.2f} of each cell's input gradient lies in the cell "
+        f"({even:.2f} if it saw the whole frame evenly)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--videos", type=int, default=1000, help="training videos, all relevant-audio")
+    p.add_argument("--video-frames", type=int, default=16, help="frames per training video")
+    p.add_argument("--val", type=int, default=8, help="held-out videos")
+    p.add_argument("--generate", default="72x128", help="HxW the videos are rendered at")
+    p.add_argument("--size", default="64x96", help="HxW the model sees")
+    p.add_argument("--frames", type=int, default=8, help="frames per clip (T)")
+    p.add_argument("--steps", type=int, default=2400, help="0 measures --init's fusion-token locality only")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--model", default="{}", help="avrsp_tiny overrides as JSON")
+    p.add_argument("--oracle", action="store_true", help="a perfect audio feature instead of SoundNet")
+    p.add_argument("--pitch-probe", action="store_true",
+                   help="train SoundNet alone to name the sounding colour (the audio side's capacity)")
+    p.add_argument("--init", default="", help="start from a state dict saved by --save")
+    p.add_argument("--init-soundnet", default="", help="SoundNet weights (.safetensors) saved by --pitch-probe --save")
+    p.add_argument("--save", default="", help="write the trained state dict (of SoundNet with --pitch-probe) here")
+    p.add_argument("--json", default="", help="write the arguments and every evaluation here")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+if __name__ == "__main__":
+    arguments = parser().parse_args()
+    pitch_probe(arguments) if arguments.pitch_probe else run(arguments)

@@ -1,0 +1,77 @@
+"""benchmarks/audio_binding.py: the experiment behind docs/default_model.md's diagnosis."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "audio_binding.py"
+
+
+@pytest.fixture(scope="module")
+def binding():
+    spec = importlib.util.spec_from_file_location("audio_binding", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_oracle_clips_carry_the_sounding_colour_and_the_hit_rule(binding):
+    from avrsp.data.synth import SynthConfig, generate_video
+
+    cfg = SynthConfig(videos=3, frames=20, height=72, width=128, seed=3)
+    video = generate_video(cfg, 0, "relevant")
+    clips = binding.Clips(video, (64, 96), 8, oracle=True, fps=cfg.fps)
+    k = 12
+    rgb, audio, target = clips.clip(k)
+    assert rgb.shape == (3, 8, 64, 96) and target.shape == (64, 96)
+    assert np.flatnonzero(audio.numpy()).tolist() == [video.colours[video.sounding[k]]]
+    assert not clips.clip(k, sound=False)[1].any()
+    # The hit rule, at the model's size: a peak on the sounding disc counts, one on another disc does not.
+    pos = video.positions[k] * clips.scale
+    for j in range(cfg.objects):
+        m = np.zeros((64, 96), np.float32)
+        m[int(round(pos[j, 1])), int(round(pos[j, 0]))] = 1
+        assert clips.on_sounding_disc(k, m) == (j == video.sounding[k])
+
+
+def test_a_short_run_records_sound_and_silence_scores(binding, tmp_path):
+    args = binding.parser().parse_args(["--videos", "2", "--video-frames", "10", "--val", "1", "--steps", "2",
+                                        "--batch", "2", "--eval-every", "1", "--save", str(tmp_path / "m.pt"),
+                                        "--json", str(tmp_path / "r.json")])
+    result = binding.run(args, log=lambda _: None)
+    assert [r["step"] for r in result["rows"]] == [1, 2]
+    assert all(np.isfinite(r["loss"]) and 0 <= r["hit_sound"] <= 1 and 0 <= r["hit_silence"] <= 1
+               for r in result["rows"])
+    locality = result["locality"]
+    assert locality["even_share"] == pytest.approx(1 / 6)  # X⁰ is 2×3 cells at 64×96
+    assert 0 < locality["own_cell_share"] < 1
+    # A saved run restarts from its weights, including with the oracle in place of SoundNet.
+    again = binding.parser().parse_args(["--videos", "2", "--video-frames", "10", "--val", "1", "--steps", "1",
+                                         "--batch", "2", "--oracle", "--init", str(tmp_path / "m.pt")])
+    logs = []
+    binding.run(again, log=logs.append)
+    assert any("tensors new" in line for line in logs)  # the oracle's embedding is the new part
+
+
+def test_the_pitch_probe_learns_to_name_the_sounding_colour(binding, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    probe = tmp_path / "soundnet.safetensors"
+    args = binding.parser().parse_args(["--pitch-probe", "--videos", "12", "--steps", "150", "--save", str(probe)])
+    assert binding.pitch_probe(args, log=lambda _: None) > 0.5  # chance is 1/6
+    # Its SoundNet can start a run's audio branch.
+    run = binding.parser().parse_args(["--videos", "1", "--video-frames", "10", "--val", "1", "--steps", "0",
+                                       "--init-soundnet", str(probe), "--save", str(tmp_path / "m.pt")])
+    binding.run(run, log=lambda _: None)
+    saved, trained = torch.load(tmp_path / "m.pt"), load_file(probe)
+    assert all(torch.equal(saved[f"audio_net.{k}"], v) for k, v in trained.items())
+    # And `avrsp train`'s init.soundnet loads the same file into the built-in model's shape.
+    from avrsp import get_config
+    from avrsp.train import InitConfig, TrainConfig, build_model
+
+    model = build_model(TrainConfig(model=get_config("avrsp_tiny"), init=InitConfig(soundnet=str(probe))),
+                        log=lambda _: None)
+    assert all(torch.equal(model.audio_net.state_dict()[k], v) for k, v in trained.items())
