@@ -70,7 +70,7 @@ class Clips:
     def clip(self, k: int, sound: bool = True):
         first = k - self.frames + 1
         start, end = frame_span(first, k, self.fps)
-        length = SOUNDNET_RATE * self.frames // 10
+        length = avrsp.get_config("avrsp_tiny", frames=self.frames).audio_samples
         if self.oracle:
             audio = np.zeros(length, np.float32)
             if sound and self.video.sounding[k] is not None:
@@ -130,7 +130,7 @@ def pitch_probe(args: argparse.Namespace, log=print) -> float:
     sounding colour from the same audio windows; returns held-out accuracy."""
     torch.manual_seed(args.seed)
     cfg = SynthConfig(videos=args.videos, frames=EVAL_FRAMES, height=36, width=64, seed=1000 + args.seed)
-    length = SOUNDNET_RATE * args.frames // 10
+    length = avrsp.get_config("avrsp_tiny", frames=args.frames).audio_samples
     windows, labels = [], []
     for i in range(args.videos):
         v = generate_video(cfg, i, "relevant")
@@ -139,7 +139,7 @@ def pitch_probe(args: argparse.Namespace, log=print) -> float:
             windows.append(clip_audio(v.audio, SOUNDNET_RATE, start, end, length))
             labels.append(v.colours[v.sounding[k]])
     x, y = torch.from_numpy(np.stack(windows))[:, None], torch.tensor(labels)
-    n_train = int(0.8 * len(x))  # whole videos on either side: windows are in video order
+    n_train = int(0.8 * len(x))  # windows are in video order: held out are the last videos' (one may be split)
     net = SoundNet8(avrsp.get_config("avrsp_tiny").soundnet_width)
     head = nn.Linear(net.out_channels, len(PALETTE))
     optimizer = torch.optim.AdamW([*net.parameters(), *head.parameters()], lr=args.lr)
