@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/audio_binding.py [--videos 1000] [--video-frames 16] [--steps 2400]
         [--size 64x96] [--oracle | --pitch-probe] [--init FILE] [--save FILE] [--json FILE] [--model '{"dims": [64, 32, 16, 16]}']
+    .venv/bin/python benchmarks/audio_binding.py --score MODEL.safetensors [--val 5] [--generate 144x256]
 
 Trains an ``avrsp_tiny``-shaped network on relevant-audio videos from ``avrsp synth``'s
 renderer, kept in memory and never written to disk, so that many short videos (too many
@@ -15,15 +16,18 @@ perfect audio feature. ``--pitch-probe`` trains SoundNet alone to name the sound
 colour from the same windows. If even the oracle goes unused, the obstacle is on the
 visual side of the fusion, not in learning pitch. At the end a run measures how local
 the fusion tokens are (``cell_locality``): RAVF can only single out the sounding disc's
-cell if that cell's token describes that cell. docs/default_model.md records what each
-run gave.
+cell if that cell's token describes that cell. ``--score`` judges a model file from
+``avrsp train`` by the acceptance test's measure, before the test is run.
+docs/default_model.md records what each run gave.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +37,15 @@ from torch import nn
 
 import avrsp
 from avrsp.data.datasets import resize_map, to_model_frames
-from avrsp.data.synth import PALETTE, SynthConfig, generate_video
+from avrsp.data.synth import PALETTE, SynthConfig, _write_mp4, generate_video
 from avrsp.loss import SaliencyLoss
-from avrsp.media import SOUNDNET_RATE, clip_audio, frame_span
+from avrsp.media import SOUNDNET_RATE, MediaWarning, clip_audio, frame_span
 from avrsp.models.soundnet import SoundNet8
+from avrsp.predict import Predictor
 
 EVAL_SEED = 99       # tests/test_predict.py's unseen videos
 EVAL_FRAMES = 32
+TEST_FRAMES = 40     # the length of tests/test_predict.py's videos
 
 
 class OracleAudio(nn.Module):
@@ -81,12 +87,17 @@ class Clips:
         return self.rgb[:, indices], torch.from_numpy(audio)[None], self.maps[k]
 
     def on_sounding_disc(self, k: int, saliency: np.ndarray) -> bool:
-        """The map's peak lies on the sounding disc and on no nearer disc (the test's rule)."""
-        y, x = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
-        pos = self.video.positions[k] * self.scale
-        d = np.hypot(pos[:, 0] - x, pos[:, 1] - y)
-        s = self.video.sounding[k]
-        return bool(d[s] < 1.5 * self.video.radius * self.scale[1] and d[s] == d.min())
+        return on_sounding_disc(self.video, k, saliency, self.scale)
+
+
+def on_sounding_disc(video, k: int, saliency: np.ndarray, scale=np.ones(2)) -> bool:
+    """Frame k's map peaks on the sounding disc and on no nearer disc (the test's rule);
+    ``scale`` maps the video's pixels to the map's."""
+    y, x = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
+    pos = video.positions[k] * scale
+    d = np.hypot(pos[:, 0] - x, pos[:, 1] - y)
+    s = video.sounding[k]
+    return bool(d[s] < 1.5 * video.radius * scale[1] and d[s] == d.min())
 
 
 def hit_rates(model: nn.Module, videos: list[Clips]) -> tuple[float, float]:
@@ -157,6 +168,32 @@ def pitch_probe(args: argparse.Namespace, log=print) -> float:
     if args.save:  # safetensors in SoundNet8's layout: what a training config's init.soundnet loads
         save_file(net.state_dict(), args.save)
     return accuracy
+
+
+def score(args: argparse.Namespace, log=print, predictor=None) -> tuple[float, float]:
+    """The acceptance test's measure for a model file that ``avrsp train`` wrote: ``--val``
+    unseen videos of the test's length (seed 99) rendered at ``--generate``, written to MP4
+    and predicted by ``avrsp.Predictor`` as ``avrsp predict`` does, with their sound and
+    with silence. Returns the fractions of frames that peak on the sounding disc."""
+    h, w = map(int, args.generate.split("x"))
+    cfg = SynthConfig(videos=args.val, frames=TEST_FRAMES, height=h, width=w, seed=EVAL_SEED)
+    predictor = predictor or Predictor(args.score, device="cpu", precision="fp32")
+    hits, frames = {True: 0, False: 0}, 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.val):
+            video = generate_video(cfg, i, "relevant")
+            path = Path(tmp) / f"unseen_{i}.mp4"
+            _write_mp4(path, video, cfg)
+            for sound in (True, False):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", MediaWarning)  # silence is asked for, not missing
+                    maps = list(predictor.predict_video(path, audio=sound))
+                hits[sound] += sum(on_sounding_disc(video, k, m) for k, m in enumerate(maps))
+            frames += cfg.frames
+    sound, silence = hits[True] / frames, hits[False] / frames
+    log(f"{args.score}: peak on the sounding disc in {sound:.2f} of {frames} frames with sound, "
+        f"{silence:.2f} with silence ({args.val} unseen videos at {h}×{w})")
+    return sound, silence
 
 
 def run(args: argparse.Namespace, log=print) -> dict:
@@ -234,6 +271,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--oracle", action="store_true", help="a perfect audio feature instead of SoundNet")
     p.add_argument("--pitch-probe", action="store_true",
                    help="train SoundNet alone to name the sounding colour (the audio side's capacity)")
+    p.add_argument("--score", default="", metavar="FILE",
+                   help="score a model file instead of training: the acceptance test's measure on --val videos")
     p.add_argument("--init", default="", help="start from a state dict saved by --save")
     p.add_argument("--init-soundnet", default="", help="SoundNet weights (.safetensors) saved by --pitch-probe --save")
     p.add_argument("--save", default="", help="write the trained state dict (of SoundNet with --pitch-probe) here")
@@ -244,4 +283,7 @@ def parser() -> argparse.ArgumentParser:
 
 if __name__ == "__main__":
     arguments = parser().parse_args()
-    pitch_probe(arguments) if arguments.pitch_probe else run(arguments)
+    if arguments.score:
+        score(arguments)
+    else:
+        pitch_probe(arguments) if arguments.pitch_probe else run(arguments)

@@ -75,3 +75,28 @@ def test_the_pitch_probe_learns_to_name_the_sounding_colour(binding, tmp_path):
     model = build_model(TrainConfig(model=get_config("avrsp_tiny"), init=InitConfig(soundnet=str(probe))),
                         log=lambda _: None)
     assert all(torch.equal(model.audio_net.state_dict()[k], v) for k, v in trained.items())
+
+
+def test_score_applies_the_test_rule_to_each_frame_with_and_without_sound(binding):
+    """``--score`` must count, per frame, whether the map peaks on the sounding disc,
+    separately for the sound and for silence. A stand-in predictor that looks at the
+    sounding disc only when it hears the sound must score 1 and 0."""
+    from avrsp.data.synth import SynthConfig, generate_video
+
+    args = binding.parser().parse_args(["--score", "stand-in", "--val", "2", "--generate", "36x64"])
+    cfg = SynthConfig(videos=2, frames=binding.TEST_FRAMES, height=36, width=64, seed=binding.EVAL_SEED)
+
+    class StandIn:
+        def predict_video(self, path, audio=True):
+            video = generate_video(cfg, int(path.stem.split("_")[1]), "relevant")
+            assert path.is_file()
+            for k in range(cfg.frames):
+                s = video.sounding[k]
+                target = s if audio else next(j for j in range(cfg.objects) if j != s)
+                m = np.zeros((cfg.height, cfg.width), np.float32)
+                x, y = np.clip(np.round(video.positions[k, target]).astype(int), 0, [cfg.width - 1, cfg.height - 1])
+                m[y, x] = 1
+                yield m
+
+    sound, silence = binding.score(args, log=lambda _: None, predictor=StandIn())
+    assert sound > 0.9 and silence < 0.1  # not exactly 1 / 0: discs can overlap or sit at the border

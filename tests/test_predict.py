@@ -42,7 +42,8 @@ def test_shipped_assets_load():
 @pytest.mark.xfail(strict=True, reason=(
     "issue 6 stays open: the built-in model predicts visual saliency (validation CC 0.67) but its sound does not "
     "tell it which disc sounds (peak on that disc in 38 % of frames with sound, 37 % with silence). At its 64×96 "
-    "input the fusion grid is 2×3 tokens that each describe the whole frame; docs/default_model.md. Strict: once "
+    "input the fusion grid is 2×3 tokens that each describe the whole frame, and a retrain at 128×192 through "
+    "avrsp train memorised its 599 videos before binding the sound; docs/default_model.md. Strict: once "
     "a retrained model passes, this fails until the marker is removed."))
 def test_default_model_looks_at_the_sounding_disc(relevant_videos):
     """The built-in model was trained on synthetic data where viewers look at the disc
