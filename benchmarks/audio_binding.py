@@ -69,6 +69,7 @@ class Clips:
         self.rgb = to_model_frames(list(video.frames), size)                                   # 3×F×H×W
         self.maps = torch.stack([torch.from_numpy(resize_map(m.astype(np.float32), size)) for m in video.maps])
         self.scale = np.array([size[1] / video.frames.shape[2], size[0] / video.frames.shape[1]])
+        self.audio_samples = avrsp.get_config("avrsp_tiny", frames=frames).audio_samples  # SoundNet's buffer
 
     def __len__(self) -> int:
         return len(self.maps)
@@ -76,7 +77,7 @@ class Clips:
     def clip(self, k: int, sound: bool = True):
         first = k - self.frames + 1
         start, end = frame_span(first, k, self.fps)
-        length = avrsp.get_config("avrsp_tiny", frames=self.frames).audio_samples
+        length = self.audio_samples
         if self.oracle:
             audio = np.zeros(length, np.float32)
             if sound and self.video.sounding[k] is not None:
