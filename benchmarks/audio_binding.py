@@ -88,17 +88,7 @@ class Clips:
         return self.rgb[:, indices], torch.from_numpy(audio)[None], self.maps[k]
 
     def on_sounding_disc(self, k: int, saliency: np.ndarray) -> bool:
-        return on_sounding_disc(self.video, k, saliency, self.scale)
-
-
-def on_sounding_disc(video, k: int, saliency: np.ndarray, scale=np.ones(2)) -> bool:
-    """Frame k's map peaks on the sounding disc and on no nearer disc (the test's rule);
-    ``scale`` maps the video's pixels to the map's."""
-    y, x = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
-    pos = video.positions[k] * scale
-    d = np.hypot(pos[:, 0] - x, pos[:, 1] - y)
-    s = video.sounding[k]
-    return bool(d[s] < 1.5 * video.radius * scale[1] and d[s] == d.min())
+        return self.video.peak_on_sounding_disc(k, saliency, self.scale)
 
 
 def hit_rates(model: nn.Module, videos: list[Clips]) -> tuple[float, float]:
@@ -189,7 +179,7 @@ def score(args: argparse.Namespace, log=print, predictor=None) -> tuple[float, f
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", MediaWarning)  # silence is asked for, not missing
                     maps = list(predictor.predict_video(path, audio=sound))
-                hits[sound] += sum(on_sounding_disc(video, k, m) for k, m in enumerate(maps))
+                hits[sound] += sum(video.peak_on_sounding_disc(k, m) for k, m in enumerate(maps))
             frames += cfg.frames
     sound, silence = hits[True] / frames, hits[False] / frames
     log(f"{args.score}: peak on the sounding disc in {sound:.2f} of {frames} frames with sound, "
@@ -286,5 +276,7 @@ if __name__ == "__main__":
     arguments = parser().parse_args()
     if arguments.score:
         score(arguments)
+    elif arguments.pitch_probe:
+        pitch_probe(arguments)
     else:
-        pitch_probe(arguments) if arguments.pitch_probe else run(arguments)
+        run(arguments)

@@ -54,11 +54,7 @@ def test_default_model_looks_at_the_sounding_disc(relevant_videos):
                 warnings.simplefilter("ignore", MediaWarning)
                 maps = list(predictor.predict_video(path, audio=with_audio))
             assert len(maps) == CFG.frames and maps[0].shape == (CFG.height, CFG.width)
-            for k, m in enumerate(maps):
-                y, x = np.unravel_index(int(np.argmax(m)), m.shape)
-                d = np.hypot(video.positions[k, :, 0] - x, video.positions[k, :, 1] - y)
-                s = video.sounding[k]
-                hits[with_audio] += d[s] < 1.5 * video.radius and d[s] == d.min()  # on it, not on a neighbour
+            hits[with_audio] += sum(video.peak_on_sounding_disc(k, m) for k, m in enumerate(maps))
             total += len(maps) if with_audio else 0
     with_sound, silent = hits[True] / total, hits[False] / total
     assert with_sound > 0.5, f"peak on the sounding disc in {hits[True]}/{total} frames"

@@ -90,6 +90,16 @@ class SynthVideo:
     maps: np.ndarray                # F×H×W uint8 continuous saliency
     audio: np.ndarray               # float32 mono in [-1, 1]
 
+    def peak_on_sounding_disc(self, k: int, saliency: np.ndarray, scale=(1.0, 1.0)) -> bool:
+        """Frame k's map peaks on the sounding disc (within 1.5 radii) and on no nearer
+        disc: the built-in model's acceptance rule. ``scale`` (x, y) maps the video's
+        pixels to the map's."""
+        y, x = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
+        pos = self.positions[k] * np.asarray(scale)
+        d = np.hypot(pos[:, 0] - x, pos[:, 1] - y)
+        s = self.sounding[k]
+        return bool(d[s] < 1.5 * self.radius * scale[1] and d[s] == d.min())
+
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     coarse = rng.uniform(0.25, 0.6, size=(6, 10, 3))
