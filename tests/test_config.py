@@ -78,3 +78,41 @@ def test_nested_dataclass_overrides():
     assert cfg == Outer(Inner(3.0), 2) and isinstance(cfg.inner.lr, float)
     with pytest.raises(ConfigError, match="unknown key 'inner.lr2'"):
         replace(Outer(), {"inner.lr2": 3})
+
+
+@pytest.mark.parametrize("text, value", [
+    ("5e-5", 5e-5), ("1e-4", 1e-4), ("1E-4", 1e-4), ("1.0e-4", 1e-4), ("+1e-4", 1e-4), (".5e-3", 5e-4),
+    ("0.0001", 1e-4), ("3", 3.0), ("-2.5e+3", -2500.0), ("1_000.5", 1000.5),
+])
+def test_float_fields_accept_every_usual_notation(tmp_path, text, value):
+    """PyYAML reads `1e-4` as a string (YAML 1.1); configs read it as the number it is,
+    on the command line and in YAML files alike."""
+    from avrsp.train import load_train_config
+
+    assert replace(avrsp.get_config("avrsp"), parse_overrides([f"bn_momentum={text}"])).bn_momentum == pytest.approx(value)
+    path = tmp_path / "t.yaml"
+    path.write_text(f"model: avrsp_tiny\noptim:\n  lr: {text}\n")
+    cfg = load_train_config(path, parse_overrides([f"optim.weight_decay={text}"]))
+    assert cfg.optim.lr == pytest.approx(value) and isinstance(cfg.optim.lr, float)
+    assert cfg.optim.weight_decay == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text, value", [("12", 12), ("1e3", 1000), ("1_000", 1000), ("10.0", 10), ("+7", 7)])
+def test_integer_fields_accept_integral_numbers(text, value):
+    cfg = replace(avrsp.get_config("avrsp"), parse_overrides([f"mlp_ratio={text}"]))
+    assert cfg.mlp_ratio == value and isinstance(cfg.mlp_ratio, int)
+
+
+@pytest.mark.parametrize("text, message", [("10.5", "expected an integer"), ("'12'", "expected an integer"),
+                                           ("1e400", "expected an integer"), ("ten", "expected an integer")])
+def test_integer_fields_reject_what_is_not_an_integer(text, message):
+    with pytest.raises(ConfigError, match=message):
+        replace(avrsp.get_config("avrsp"), parse_overrides([f"mlp_ratio={text}"]))
+
+
+def test_quoted_numbers_stay_strings_and_pyyaml_is_left_alone():
+    import yaml
+
+    with pytest.raises(ConfigError, match="expected a number"):
+        replace(avrsp.get_config("avrsp"), parse_overrides(["dropout='1e-4'"]))
+    assert yaml.safe_load("x: 1e-4") == {"x": "1e-4"}  # other users of PyYAML see YAML 1.1 as before

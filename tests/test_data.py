@@ -10,7 +10,7 @@ from scipy.io import savemat, wavfile
 from scipy.signal import resample_poly
 
 from avrsp.cli import main
-from avrsp.data.datasets import (ClipDataset, DataError, DataWarning, dhf1k_layout, dhf1k_videos, load_split,
+from avrsp.data.datasets import (ClipDataset, DataError, DataNote, DataWarning, dhf1k_layout, dhf1k_videos, load_split,
                                  read_fixations, stavis_videos)
 from avrsp.data.synth import PALETTE, SynthConfig, generate_video, write_dataset
 from avrsp.media import iter_frames, read_audio
@@ -201,6 +201,36 @@ def test_dhf1k_tased_and_release_layouts(synth, tmp_path):
     assert item["clip"].shape == (3, T, *SIZE)
 
 
+def test_a_hole_in_the_frame_numbering_ends_the_video_in_every_layout(synth, tmp_path):
+    """Maps are matched by number: a video that went on past a missing frame by counting
+    files would pair every later frame with the wrong map. Every layout stops at the hole."""
+    root, meta = synth
+    tased, _ = _tased_and_release(synth, tmp_path)
+    vinet = tmp_path / "vinet"
+    shutil.copytree(root / "dhf1k", vinet)
+    stavis = tmp_path / "stavis"
+    shutil.copytree(root / "stavis", stavis)
+    name = next(n for n, v in meta.items() if v["test_fold"] == 1)
+    holes = {
+        "vinet": (lambda: dhf1k_videos(vinet, "train")[0], sorted((vinet / "train").iterdir())[0] / "images"),
+        "tased": (lambda: dhf1k_videos(tased, "train")[0], tased / "video" / "0001"),
+        "stavis": (lambda: stavis_videos(stavis, "SynthAV", "test", 1)[0],
+                   stavis / "video_frames" / "SynthAV" / name),
+    }
+    warnings.simplefilter("ignore", DataNote)  # the fold list still counts the frames past the hole
+    for layout, (read, folder) in holes.items():
+        whole = read()
+        expected_maps = [whole.saliency_map(k) for k in range(9)]
+        hole = sorted(folder.iterdir())[9]                       # frame 10 (1-based) goes missing
+        hole.unlink()
+        with pytest.warns(DataWarning, match="missing \\(first: frame 10\\); using frames 1–9"):
+            video = read()
+        assert len(video) == 9, layout
+        for k in (0, 8):                                         # frame k still pairs with map k
+            np.testing.assert_array_equal(video.saliency_map(k), expected_maps[k])
+            assert video.frames.paths[k].name == sorted(folder.iterdir())[k].name
+
+
 def test_dhf1k_fixations_from_mat_variable_I(tmp_path):
     fix = np.zeros((5, 7), np.uint8)
     fix[1, 2] = fix[3, 6] = 1
@@ -348,3 +378,38 @@ def test_synth_then_data_check(tmp_path, capsys):
     assert len(rows) == 6 and expected >= 1
     assert sum(int(r[5]) for r in rows) == expected
     assert main(["data", "check", str(tmp_path / "empty")]) == 1
+
+
+def test_data_check_names_every_problem_file_and_fails(tmp_path, capsys):
+    root = tmp_path / "ds"
+    write_dataset(root, SynthConfig(videos=3, frames=12, height=48, width=64, seed=3))
+    meta = json.loads((root / "synth.json").read_text())
+    name = meta["videos"][0]["name"]
+    maps = root / "stavis" / "annotations" / "SynthAV" / name / "maps"
+    (maps / "eyeMap_00002.jpg").write_bytes(b"\xff\xd8 truncated")           # corrupt
+    for k in (4, 5, 6, 7, 8):                                                # five all-zero maps
+        Image.fromarray(np.zeros((48, 64), np.uint8)).save(maps / f"eyeMap_{k:05d}.jpg")
+    (maps / "eyeMap_00010.jpg").unlink()                                     # missing
+    (maps / "eyeMap_00011.jpg").unlink()
+    frame = root / "stavis" / "video_frames" / "SynthAV" / name / "img_00003.jpg"
+    frame.write_bytes(b"")                                                   # zero-length frame
+    capsys.readouterr()
+    assert main(["data", "check", str(root / "stavis")]) == 1
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith(f"problem: SynthAV/{name}")]
+    assert any("1 unreadable map" in line and "eyeMap_00002.jpg" in line for line in lines), lines
+    assert any("1 unreadable frame" in line and "img_00003.jpg" in line for line in lines), lines
+    zero = next(line for line in lines if "all-zero maps" in line)
+    assert "5 all-zero maps" in zero and "eyeMap_00004.jpg" in zero and "and 2 more" in zero
+    assert "eyeMap_00008.jpg" not in zero                                    # the first few, then a count
+    assert any("2 missing maps: frames 10–11" in line for line in lines), lines
+    assert len(lines) == 4 and "problem(s) found, in 1 video(s)" in out
+    # --quiet: the table and the count, for scripts; the exit status is the same.
+    assert main(["data", "check", str(root / "stavis"), "--quiet"]) == 1
+    quiet = capsys.readouterr().out
+    assert "problem:" not in quiet and "run without --quiet" in quiet
+    # A clean dataset: exit 0.
+    clean = tmp_path / "clean"
+    write_dataset(clean, SynthConfig(videos=3, frames=12, height=48, width=64, seed=3))
+    assert main(["data", "check", str(clean), "--quiet"]) == 0
+    assert "no problems found" in capsys.readouterr().out

@@ -32,6 +32,7 @@ def _maps(model, frames, audio, batch):
 @pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, False, "bf16"), (False, True, "bf16"),
                                                        (False, False, "fp32")])
 def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch, amx, avx512_bf16, expected):
+    monkeypatch.delenv("AVRSP_AUTO_PRECISION", raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     assert native_bf16("cpu") == (expected == "bf16")
@@ -42,6 +43,19 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch, amx,
     assert predictor.precision == expected and dtype == (torch.bfloat16 if expected == "bf16" else torch.float32)
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp16", "cpu")
+
+
+@pytest.mark.parametrize("forced", ["fp32", "bf16"])
+def test_the_environment_decides_what_auto_means(monkeypatch, forced):
+    for native in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+        monkeypatch.setenv("AVRSP_AUTO_PRECISION", forced)
+        assert resolve_precision("auto", "cpu") == forced
+        assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    monkeypatch.setenv("AVRSP_AUTO_PRECISION", "fp16")
+    with pytest.raises(ConfigError, match="AVRSP_AUTO_PRECISION='fp16': expected fp32 or bf16"):
+        resolve_precision("auto", "cpu")
 
 
 def test_cuda_asked_for_without_cuda_is_an_error_not_a_fallback(monkeypatch):
@@ -129,8 +143,18 @@ def test_background_keeps_order_and_raises_the_first_error():
     assert done == []
 
 
-def test_bench_outside_a_source_checkout_is_a_one_line_error(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr("avrsp.cli.bench_script", lambda: tmp_path / "benchmarks" / "bench_inference.py")
-    assert main(["bench", "--quick"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "source checkout" in err
+def test_bench_runs_from_the_installed_package(tmp_path):
+    """`avrsp bench` lives in the package, so it needs no source checkout: from another
+    folder it renders recorded figures, and a bad request is one line."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    figures = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu.json"
+    proc = subprocess.run([sys.executable, "-m", "avrsp", "bench", "--report-only", "--merge", str(figures),
+                           "--write", str(tmp_path / "perf.md")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Written by `avrsp bench`" in (tmp_path / "perf.md").read_text()
+    proc = subprocess.run([sys.executable, "-m", "avrsp", "bench", "--report-only"], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--merge" in proc.stderr

@@ -82,9 +82,11 @@ def test_predict_cli_writes_maps_overlay_and_npz(relevant_videos, tmp_path, caps
     np.testing.assert_allclose(png, np.clip(archive["frame_00006"], 0, 1), atol=1 / 255 + 1e-6)
 
 
-def test_predict_clip_matches_the_video_path(relevant_videos):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_predict_clip_matches_the_video_path(relevant_videos, precision):
+    """Both paths build the model's input alike, so they agree exactly in either precision."""
     path, _ = relevant_videos[1]
-    predictor = Predictor(device="cpu")
+    predictor = Predictor(device="cpu", precision=precision)
     cfg = predictor.config
     T, size = cfg.frames, (cfg.height, cfg.width)
     fps, audio = probe(path).fps, read_audio(path)
@@ -179,7 +181,7 @@ def test_figures(relevant_videos, tmp_path):
     assert not np.allclose(own[2], other[2])  # Ret_A depends on the sound
 
 
-def test_evaluate_figure_and_visualize_grid(tmp_path):
+def test_evaluate_figure_and_visualize_grid(tmp_path, capsys):
     from avrsp.data.synth import write_dataset
 
     data = tmp_path / "synth"
@@ -189,6 +191,12 @@ def test_evaluate_figure_and_visualize_grid(tmp_path):
                  "--dataset", "SynthAV", "--split", "1", "--out", str(out), "--figure", "--save-maps",
                  "--quiet"]) == 0
     assert (out / "figure.png").is_file() and "figure.png" in (out / "report.md").read_text()
+    # Without --checkpoint: the built-in model, as predict does, and it says so.
+    capsys.readouterr()
+    assert main(["evaluate", "--data", str(data / "stavis"), "--dataset", "SynthAV", "--split", "1",
+                 "--out", str(tmp_path / "eval_default"), "--quiet"]) == 0
+    assert "model: the built-in avrsp_tiny" in capsys.readouterr().err
+    assert (tmp_path / "eval_default" / "per_video.csv").read_text() == (out / "per_video.csv").read_text()
     name = next(v["name"] for v in json.loads((data / "synth.json").read_text())["videos"] if v["test_fold"] == 1)
     fig = tmp_path / "fig5.png"
     assert main(["visualize", "grid", "--data", str(data / "stavis"), "--dataset", "SynthAV", "--video", name,

@@ -226,9 +226,17 @@ def test_export_round_trip(tmp_path, capsys):
     path = tmp_path / "tiny.safetensors"
     save_model(path, avrsp.create_model("avrsp_tiny"))
     assert main(["export", str(path), "--onnx", str(tmp_path / "m.onnx"), "--torch-export", str(tmp_path / "m.pt2")]) == 0
-    out = capsys.readouterr().out
-    assert "ONNX opset 17" in out and "torch.export program" in out
+    captured = capsys.readouterr()
+    assert "ONNX opset 18" in captured.out and "torch.export program" in captured.out
+    assert "Traceback" not in captured.out + captured.err and "warning" not in captured.err
+    import onnx
     import onnxruntime as ort
+
+    assert {o.version for o in onnx.load(str(tmp_path / "m.onnx")).opset_import if o.domain == ""} == {18}
+    # An opset the exporter cannot write is refused up front, in one line, and nothing is written.
+    assert main(["export", str(path), "--onnx", str(tmp_path / "old.onnx"), "--opset", "17"]) == 2
+    err = capsys.readouterr().err
+    assert "--opset 17" in err and err.count("\n") == 1 and not (tmp_path / "old.onnx").exists()
 
     from avrsp.checkpoint import load_model
 

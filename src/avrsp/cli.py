@@ -95,21 +95,32 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from .data.check import check, format_report
+    from .data.check import check, format_problems, format_report
     from .data.datasets import DataError
 
     try:
-        found, messages = check(args.root)
+        result = check(args.root)
     except DataError as e:
         print(f"avrsp: error: {e}", file=sys.stderr)
         return 1
-    print(format_report(found))
-    for m in messages:
-        print(f"warning: {m}")
-    unusable = [(f, r) for f, _, reports in found for r in reports if not r.usable]
-    for folder, r in unusable:
+    print(format_report(result.found))
+    if not args.quiet:
+        for line in format_problems(result):
+            print(f"problem: {line}")
+        for m in result.warnings:
+            print(f"problem: {m}")
+        for m in result.notes:
+            print(f"note: {m}")
+    for folder, r in result.unusable:
         print(f"avrsp: error: {folder}: {r.dataset} split {r.split} {r.part} has no usable video", file=sys.stderr)
-    return 1 if unusable else 0
+    n = result.problem_count
+    if n == 0:
+        print("no problems found")
+        return 0
+    videos = sum(1 for _, s in result.videos if s.problems)
+    print(f"{n} problem(s) found" + (f", in {videos} video(s)" if videos else "")
+          + (" (run without --quiet to name them)" if args.quiet else ""))
+    return 1
 
 
 def _eval_common(p: argparse.ArgumentParser) -> None:
@@ -143,8 +154,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     args.device = resolve_device(args.device)
     args.precision = resolve_precision(args.precision, args.device)
-    checkpoints = [Path(c) for c in args.checkpoint]
-    args.split_resolved = args.split or ("all" if len(checkpoints) == 3 else "1")
+    if args.checkpoint:
+        checkpoints = [Path(c) for c in args.checkpoint]
+        args.split_resolved = args.split or ("all" if len(checkpoints) == 3 else "1")
+    else:  # as predict does: the built-in model, one copy per split the protocol needs
+        from .predict import built_in_notice, default_checkpoint
+
+        args.split_resolved = args.split or "1"
+        checkpoints = [default_checkpoint()] * (3 if args.split_resolved == "all" else 1)
+        print(built_in_notice(), file=sys.stderr)
     items = plan_or_fail(Path(args.data), args.dataset, args.split_resolved, checkpoints)
     postprocess = default_postprocess(args.dataset) if args.postprocess is None else args.postprocess
     out = Path(args.out or f"runs/eval/{checkpoints[0].stem}_{args.dataset}_{args.split_resolved}")
@@ -191,25 +209,35 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import Predictor, collect_videos, default_checkpoint, predict_to_folder
+    from .media import MediaError
+    from .predict import Predictor, built_in_notice, collect_videos, predict_to_folder
 
     videos = collect_videos(args.videos)
     predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision, batch=args.batch)
     if args.checkpoint is None:
-        print(f"model: the built-in {predictor.config.name} ({default_checkpoint().name}), trained on synthetic "
-              f"data only; pass --checkpoint for a model trained on eye-tracking data", file=sys.stderr)
+        print(built_in_notice(), file=sys.stderr)
     out = Path(args.out)
     names = [v.stem for v in videos]
+    failed = 0
     for video in videos:
         # One folder per video; videos sharing a name get their parent's name too.
         target = out / (video.stem if names.count(video.stem) == 1 else f"{video.parent.name}_{video.stem}")
-        result = predict_to_folder(predictor, video, target, npz=args.npz, side_by_side=args.side_by_side,
-                                   overlay_video=not args.no_video, progress=not args.quiet)
+        try:
+            result = predict_to_folder(predictor, video, target, npz=args.npz, side_by_side=args.side_by_side,
+                                       overlay_video=not args.no_video, progress=not args.quiet)
+        except MediaError as e:  # this video only: the others are still predicted
+            print(f"avrsp: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
         fps = result.frames / max(result.seconds, 1e-9)
         print(f"{video}: {result.frames} frames in {result.seconds:.1f} s ({fps:.1f} frames/s) → {target}/")
         print(f"  maps: {target / 'maps'}/%05d.png" + (f", {target / 'maps.npz'}" if args.npz else ""))
         if not args.no_video:
             print(f"  overlay video: {target / (video.stem + '_saliency.mp4')}")
+    if failed:
+        print(f"avrsp: error: {failed} of {len(videos)} video(s) failed; their outputs are marked .partial",
+              file=sys.stderr)
+        return 2
     return 0
 
 
@@ -306,7 +334,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     shape = f"clip 1×3×{cfg.frames}×{cfg.height}×{cfg.width}" + (f", audio 1×1×{cfg.audio_samples}" if cfg.audio else "")
     if args.onnx:
         r = export_onnx(model, args.onnx, args.opset)
-        print(f"{args.onnx}: ONNX opset {args.opset}, inputs {shape}; ONNX Runtime vs PyTorch max |Δ| "
+        print(f"{args.onnx}: ONNX opset {r['opset']}, inputs {shape}; ONNX Runtime vs PyTorch max |Δ| "
               f"{r['max_abs_diff']:.2e}")
         if r["max_abs_diff"] > args.tolerance:
             print(f"avrsp: error: the ONNX model differs from PyTorch by more than {args.tolerance}", file=sys.stderr)
@@ -331,20 +359,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
-def bench_script() -> Path:
-    """benchmarks/bench_inference.py of the source checkout this package is installed from."""
-    return Path(__file__).resolve().parents[2] / "benchmarks" / "bench_inference.py"
-
-
 def cmd_bench(argv: list[str]) -> int:
-    """``avrsp bench ARGS``: every argument belongs to the benchmark script's own parser."""
-    import runpy
+    """``avrsp bench ARGS``: every argument belongs to the benchmark's own parser."""
+    from .bench import main as bench_main
 
-    script = bench_script()
-    if not script.is_file():
-        raise ConfigError(f"{script}: not found; avrsp bench runs the benchmarks of a source checkout "
-                          f"(pip install -e . from a clone)")
-    return runpy.run_path(str(script))["main"](argv)
+    return bench_main(argv)
 
 
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
@@ -375,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     from .data.synth import SynthConfig
+    from .weights import ONNX_MIN_OPSET
 
     p = sub.add_parser("synth", help="write a synthetic audio-visual saliency dataset",
                        description="Write a procedural dataset where gaze follows the sounding object "
@@ -413,8 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Sliding 32-frame windows (reversed for the first frames), every frame "
                                    "scored with the MIT benchmark metrics, averaged per video then over videos. "
                                    "Resumes from --out.")
-    p.add_argument("--checkpoint", required=True, nargs="+", metavar="FILE",
-                   help="model file(s); three (splits 1, 2, 3 in order) for --split all")
+    p.add_argument("--checkpoint", nargs="+", metavar="FILE",
+                   help="model file(s); three (splits 1, 2, 3 in order) for --split all "
+                        "(default: the built-in model, trained on synthetic data only)")
     _eval_common(p)
     _add_runtime_args(p)
     p.add_argument("--save-maps", action="store_true",
@@ -467,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "with ONNX Runtime on a random window.")
     p.add_argument("checkpoint", metavar="MODEL.safetensors")
     p.add_argument("--onnx", metavar="OUT.onnx")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=ONNX_MIN_OPSET,
+                   help=f"ONNX opset, ≥ {ONNX_MIN_OPSET} (default {ONNX_MIN_OPSET}, the lowest PyTorch's exporter writes)")
     p.add_argument("--torch-export", metavar="OUT.pt2")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted |ONNX − PyTorch| (default 1e-4)")
     p.set_defaults(func=cmd_export)
@@ -483,13 +505,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ablate)
 
     # Listed for `avrsp --help`; main() hands `avrsp bench ...` to the script's own parser.
-    sub.add_parser("bench", help="inference speed, memory and bf16 accuracy (benchmarks/ of a source checkout; "
-                                 "docs/performance.md)")
+    sub.add_parser("bench", help="inference speed, memory and bf16 accuracy (docs/performance.md); "
+                                 "'avrsp bench --help' for its options")
 
     p = sub.add_parser("data", help="dataset tools")
     data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    q = data.add_parser("check", help="videos, frames, missing files, all-zero maps and audio rates per split")
+    q = data.add_parser("check", help="videos, frames, missing files, all-zero maps and audio rates per split; "
+                                      "names every problem file and exits 1 if there is one",
+                        description="Per dataset, split and part: videos, frames, missing/unreadable/all-zero "
+                                    "files and audio rates; then each problem file, named (the first few per video "
+                                    "and a count). Exit status 0 when nothing is wrong, 1 otherwise.")
     q.add_argument("root", help="a dataset folder (or a folder holding several)")
+    q.add_argument("--quiet", action="store_true", help="the summary table and the problem count only")
     q.set_defaults(func=cmd_data_check)
     return parser
 

@@ -9,6 +9,8 @@ with a message naming the key and the file.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -60,14 +62,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
         return value
     if tp is int:
-        # bool is an int subclass; `frames=true` is a mistake, not 1.
-        if isinstance(value, bool) or not isinstance(value, int):
+        number = _number(value)
+        # bool is an int subclass; `frames=true` is a mistake, not 1. `1e3` and `10.0` are
+        # integers as people write them; `10.5` is not.
+        if number is None or not math.isfinite(number) or number != int(number):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
+        return int(number)
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        number = _number(value)
+        if number is None:
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        return float(number)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -77,6 +82,32 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return from_dict(tp, value, where=where)
     raise ConfigError(f"{where}: unsupported annotation {_type_name(tp)}")
+
+
+def _number(value: Any) -> int | float | None:
+    """``value`` if it is a number (bool is not), else None."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers as YAML 1.2 does.
+
+    PyYAML implements YAML 1.1, where a float needs a dot: ``1e-4`` and ``5e-5`` are
+    strings there, and a config would reject ``lr: 1e-4``. Quoted values stay strings."""
+
+
+# A copy of the resolver table: add_implicit_resolver would otherwise append to lists
+# that SafeLoader shares, changing how every PyYAML user in the process reads numbers.
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 numbers (``1e-4`` is a float)."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -147,7 +178,7 @@ def parse_overrides(items: Sequence[str], *, where: str = "command line") -> dic
         if not sep or not key.strip():
             raise ConfigError(f"{where}: expected key=value, got {item!r}")
         try:
-            out[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+            out[key.strip()] = load_yaml(text) if text.strip() else ""
         except yaml.YAMLError as e:
             raise ConfigError(f"{where}: cannot read the value of '{key}': {e}") from None
     return out
@@ -161,7 +192,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file ({e.strerror or e})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""

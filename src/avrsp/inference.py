@@ -11,6 +11,7 @@ such windows, so every frame has a map.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from dataclasses import dataclass
@@ -110,13 +111,26 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
     return False
 
 
+#: Environment variable that decides what ``auto`` resolves to, whatever the hardware:
+#: ``fp32`` or ``bf16``. The suite runs under both (README, Testing), so that a test
+#: which depends on the precision fails on every machine, not only on some CPUs.
+AUTO_PRECISION_ENV = "AVRSP_AUTO_PRECISION"
+
+
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
-    """``auto`` → ``bf16`` where :func:`native_bf16` holds, else ``fp32``."""
+    """``auto`` → ``bf16`` where :func:`native_bf16` holds, else ``fp32``; the environment
+    variable ``AVRSP_AUTO_PRECISION=fp32|bf16`` overrides that choice (explicit
+    ``fp32``/``bf16`` arguments are never overridden)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    return precision
+    if precision != "auto":
+        return precision
+    forced = os.environ.get(AUTO_PRECISION_ENV, "").strip()
+    if forced:
+        if forced not in ("fp32", "bf16"):
+            raise ConfigError(f"{AUTO_PRECISION_ENV}={forced!r}: expected fp32 or bf16")
+        return forced
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 def default_batch(device: str | torch.device) -> int:
@@ -274,15 +288,25 @@ def predict_frames(model: AVRSP, frames: FrameSource | Iterable[np.ndarray], n: 
     """
     cfg = model.config
     T, size = cfg.frames, (cfg.height, cfg.width)
-    param = next(model.parameters())
-    device, dtype = param.device, param.dtype
-    channels_last = uses_channels_last(model)
     stream = frames.stream(size) if isinstance(frames, FrameSource) else frames
     for ws, unique, index, sound in prefetch(_batches(stream, n, T, fps, audio, batch, cfg.audio), 2):
-        x = torch.from_numpy(unique).to(device).to(dtype).div_(127.5).sub_(1.0)       # U×H×W×3
-        # B×T×H×W×3 permuted to B×3×T×H×W is channels-last in memory already.
-        clip = x[torch.from_numpy(index).to(device)].permute(0, 4, 1, 2, 3)
-        clip = clip.contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
-        wave = torch.from_numpy(sound)[:, None].to(device, dtype) if sound is not None else None
-        out = model(clip, wave).float().cpu().numpy()
+        out = model(*model_inputs(model, unique, index, sound)).float().cpu().numpy()
         yield from ((w.frame, m) for w, m in zip(ws, out))
+
+
+def model_inputs(model: AVRSP, unique: np.ndarray, index: np.ndarray,
+                 sound: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model's (clip, audio) for a batch: ``unique`` U×H×W×3 uint8 frames at the
+    model's size, ``index`` B×T into them, ``sound`` B×L SoundNet inputs or None.
+
+    Every inference path goes through here, so the same frames give the same maps in
+    any precision: pixels are scaled to [-1, 1] in float32 and then cast once to the
+    model's dtype, in the memory layout its convolutions are stored in."""
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
+    x = torch.from_numpy(unique).to(device).float().div_(127.5).sub_(1.0).to(dtype)   # U×H×W×3
+    # B×T×H×W×3 permuted to B×3×T×H×W is channels-last in memory already.
+    clip = x[torch.from_numpy(index).to(device)].permute(0, 4, 1, 2, 3)
+    layout = torch.channels_last_3d if uses_channels_last(model) else torch.contiguous_format
+    wave = torch.from_numpy(sound)[:, None].to(device, dtype) if sound is not None else None
+    return clip.contiguous(memory_format=layout), wave

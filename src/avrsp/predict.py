@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 
 from .checkpoint import atomic_write, load_model
-from .inference import (Background, default_batch, predict_frames, prefetch, prepare, resolve_device,
-                        resolve_precision)
-from .media import SOUNDNET_RATE, MediaError, MediaWarning, clip_audio, iter_frames, probe, read_audio
+from .inference import (Background, default_batch, model_inputs, predict_frames, prefetch, prepare,
+                        resolve_device, resolve_precision)
+from .media import SOUNDNET_RATE, MediaError, MediaWarning, clip_audio, iter_frames, probe, read_audio, resize_rgb
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 
@@ -32,6 +32,15 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 def default_checkpoint() -> Path:
     """The model file shipped in the package (avrsp_tiny trained on synthetic data)."""
     return Path(str(resources.files("avrsp") / "assets" / "avrsp_tiny_synth.safetensors"))
+
+
+def built_in_notice() -> str:
+    """The line every command prints when it falls back to the built-in model."""
+    from .checkpoint import read_metadata
+
+    name = read_metadata(default_checkpoint())["config"]["name"]
+    return (f"model: the built-in {name} ({default_checkpoint().name}), trained on synthetic data only; "
+            f"pass --checkpoint for a model trained on eye-tracking data")
 
 
 def demo_video() -> Path:
@@ -80,17 +89,14 @@ class Predictor:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"frames must be T×H×W×3 RGB, got shape {frames.shape}")
-        from .data.datasets import to_model_frames
-
         cfg = self.config
-        param = next(self.model.parameters())
-        clip = to_model_frames(list(frames), (cfg.height, cfg.width))[None].to(param.device, param.dtype)
+        unique = np.stack([resize_rgb(f, (cfg.height, cfg.width)) for f in frames])
         sound = None
         if cfg.audio:
             n = 0 if audio is None else len(audio)
-            wave = clip_audio(audio, SOUNDNET_RATE, 0.0, n / SOUNDNET_RATE, SOUNDNET_RATE * cfg.frames // 10)
-            sound = torch.from_numpy(wave)[None, None].to(param.device, param.dtype)
-        out = self.model(clip, sound)[0].float().cpu().numpy()
+            sound = clip_audio(audio, SOUNDNET_RATE, 0.0, n / SOUNDNET_RATE, SOUNDNET_RATE * cfg.frames // 10)[None]
+        index = np.arange(len(frames))[None]
+        out = self.model(*model_inputs(self.model, unique, index, sound))[0].float().cpu().numpy()
         return resize_map(out, frames.shape[1:3])
 
     def predict_video(self, path: str | Path, *, audio: bool = True) -> Iterator[np.ndarray]:
@@ -99,7 +105,10 @@ class Predictor:
         info = probe(path)
         sound = None
         if self.uses_audio and audio:
-            sound = read_audio(path)
+            try:
+                sound = read_audio(path)
+            except MediaError as e:  # as for a file without sound: the pictures still say a lot
+                warnings.warn(f"{e}; using silence", MediaWarning, stacklevel=2)
         size = (self.config.height, self.config.width)
         frames = (rgb for rgb, _ in iter_frames(path, size=size))
         for _, m in predict_frames(self.model, frames, None, info.fps or 25.0, sound, batch=self.batch):
@@ -142,37 +151,148 @@ class _NpzStream:
         self.zip.close()
         self.tmp.replace(self.path)
 
+    def abort(self) -> None:
+        self.zip.close()
+        self.tmp.unlink(missing_ok=True)
 
-#: Audio codecs an MP4 file can hold as they are: copied packet for packet, bit-exact and in sync.
+
+#: Audio codecs an MP4 file can hold as they are: copied packet for packet, bit-exact.
 MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "opus", "alac", "flac"}
+
+#: Sample rates FFmpeg's AAC encoder accepts.
+AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+
+
+def _aac_rate(rate: int) -> int:
+    """The source's rate when AAC takes it, else the nearest higher one (96 kHz at most)."""
+    return next((r for r in AAC_RATES if r >= rate), AAC_RATES[-1])
+
+
+def _aac_opens(rate: int, layout: str) -> str | None:
+    """Why the AAC encoder refuses (rate, layout), or None. Tried on a throwaway codec so
+    that a refusal cannot break the video stream already being written."""
+    try:
+        cc = av.CodecContext.create("aac", "w")
+        cc.sample_rate, cc.layout, cc.format = rate, layout, "fltp"
+        cc.open()
+        return None
+    except (av.FFmpegError, ValueError) as e:
+        return str(e).splitlines()[0]
+
+
+class _SoundTrack:
+    """The source's first audio track as the overlay video will carry it.
+
+    ``copy``: its packets as they are (MP4 holds the codec), shifted so that they keep
+    their time relative to the source's first video frame. Otherwise every decoded frame
+    is converted (any sample format, rate and channel layout, including layouts FFmpeg
+    only knows by their channel count) to float planar mono or stereo at a rate AAC
+    accepts, and encoded as AAC, starting at the source's video start: leading audio is
+    trimmed, late audio is preceded by silence, so the sound stays where it was.
+    """
+
+    def __init__(self, container: av.container.InputContainer, source: Path):
+        a = container.streams.audio[0]
+        self.stream = a
+        self.codec = a.codec_context.codec.canonical_name  # 'mp3', not the decoder's 'mp3float'
+        self.copy = self.codec in MP4_AUDIO
+        v = container.streams.video[0] if container.streams.video else None
+        self.video_start = float(v.start_time * v.time_base) if v is not None and v.start_time is not None else 0.0
+        self.rate = _aac_rate(a.rate or 44100)
+        self.layout = "mono" if a.channels == 1 else "stereo"
+        self.refused = None if self.copy else _aac_opens(self.rate, self.layout)
+        self.written = 0  # samples encoded so far
+
+    def add_to(self, out: av.container.OutputContainer):
+        if self.copy:
+            return out.add_stream_from_template(self.stream)
+        stream = out.add_stream("aac", rate=self.rate)
+        stream.layout = self.layout
+        return stream
+
+    def write(self, container: av.container.InputContainer, out: av.container.OutputContainer, stream) -> None:
+        if self.copy:
+            shift = int(round(self.video_start / self.stream.time_base)) if self.stream.time_base else 0
+            for packet in container.demux(self.stream):
+                if packet.dts is None:  # the demuxer's final flush packet
+                    continue
+                packet.pts = None if packet.pts is None else packet.pts - shift
+                packet.dts -= shift
+                packet.stream = stream
+                out.mux(packet)
+            return
+        resampler = None
+        pending = None  # samples still to drop (> 0) or silence to insert (< 0) at the start
+        for frame in container.decode(self.stream):
+            if resampler is None:
+                # swresample downmixes layouts it knows; "6 channels" (order unknown) is mixed below.
+                known = not frame.layout.name.endswith("channels")
+                layout = self.layout if known else frame.layout.name
+                resampler = av.AudioResampler(format="fltp", layout=layout, rate=self.rate)
+                start = float(frame.time) if frame.time is not None else self.video_start
+                pending = int(round((self.video_start - start) * self.rate))
+            for f in resampler.resample(frame):
+                pending = self._encode(f.to_ndarray(), pending, out, stream)
+        if resampler is not None:
+            for f in resampler.resample(None):
+                pending = self._encode(f.to_ndarray(), pending, out, stream)
+        for p in stream.encode(None):
+            out.mux(p)
+
+    def _encode(self, samples: np.ndarray, pending: int, out, stream) -> int:
+        if samples.shape[0] != (1 if self.layout == "mono" else 2):
+            mono = samples.mean(axis=0, keepdims=True)
+            samples = mono if self.layout == "mono" else np.repeat(mono, 2, axis=0)
+        if pending < 0:  # the sound starts after the picture
+            samples = np.concatenate([np.zeros((samples.shape[0], -pending), np.float32), samples], 1)
+            pending = 0
+        elif pending > 0:  # the sound starts before the picture
+            drop = min(pending, samples.shape[1])
+            samples, pending = samples[:, drop:], pending - drop
+        if samples.shape[1]:
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, np.float32), format="fltp",
+                                               layout=self.layout)
+            frame.sample_rate = self.rate
+            # Timestamps from 0 let the encoder mark its priming samples (pts < 0), and the
+            # muxer then writes the edit list that makes players skip them: without it the
+            # sound would lag by 1024 samples (128 ms at 8 kHz).
+            frame.pts, frame.time_base = self.written, Fraction(1, self.rate)
+            self.written += samples.shape[1]
+            for p in stream.encode(frame):
+                out.mux(p)
+        return pending
 
 
 class _OverlayWriter:
-    """H.264 video of the overlays with the source's sound: its packets copied when MP4
-    can hold the codec, else re-encoded as AAC (with one warning: the encoder's priming
-    delays the sound by a few tens of milliseconds)."""
+    """H.264 video of the overlays with the source's sound (see :class:`_SoundTrack`).
+
+    Written to a hidden temporary file and renamed on :meth:`close`; :meth:`abort`
+    removes it. When the sound cannot be written, the video is written without it and
+    one ``MediaWarning`` says why.
+    """
 
     def __init__(self, path: Path, source: Path, fps: float, width: int, height: int):
         self.path, self.tmp = path, path.with_name(f".{path.name}.tmp.mp4")
+        self.source = source
+        self.src = av.open(str(source))
+        self.sound = None
+        if self.src.streams.audio:
+            sound = _SoundTrack(self.src, source)
+            if sound.refused:
+                self._no_sound(f"the AAC encoder refuses {sound.rate} Hz {sound.layout} ({sound.refused})")
+            else:
+                self.sound = sound
         self.out = av.open(str(self.tmp), "w")
         rate = Fraction(fps).limit_denominator(1001) if fps else Fraction(25)
         self.video = self.out.add_stream("libx264", rate=rate)
         self.video.width, self.video.height = width + width % 2, height + height % 2
         self.video.pix_fmt = "yuv420p"
         self.video.options = {"crf": "20", "preset": "veryfast"}
-        self.source = source
-        self.audio, self.copy = None, False
-        self.src = av.open(str(source))
-        if self.src.streams.audio:
-            a = self.src.streams.audio[0]
-            self.copy = a.codec_context.name in MP4_AUDIO
-            if self.copy:
-                self.audio = self.out.add_stream_from_template(a)
-            else:
-                warnings.warn(f"{source}: {a.codec_context.name} audio is re-encoded as AAC for the overlay "
-                              f"video; it may lag the picture by the encoder's delay", MediaWarning, stacklevel=3)
-                self.audio = self.out.add_stream("aac", rate=a.rate)
-                self.audio.layout = a.layout.name if a.channels <= 2 else "stereo"
+        self.audio = self.sound.add_to(self.out) if self.sound is not None else None
+
+    def _no_sound(self, cause: str) -> None:
+        warnings.warn(f"{self.source}: the overlay video is written without sound: {cause}", MediaWarning,
+                      stacklevel=4)
 
     def add(self, rgb: np.ndarray) -> None:
         h, w = self.video.height, self.video.width
@@ -181,34 +301,41 @@ class _OverlayWriter:
         for p in self.video.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
             self.out.mux(p)
 
-    def _copy_audio(self) -> None:
-        for packet in self.src.demux(self.src.streams.audio[0]):
-            if packet.dts is None:  # the demuxer's final flush packet
-                continue
-            packet.stream = self.audio
-            self.out.mux(packet)
-
-    def _encode_audio(self) -> None:
-        resampler = av.AudioResampler(format="fltp", layout=self.audio.layout.name, rate=self.audio.rate)
-        for frame in self.src.decode(audio=0):
-            frame.pts = None
-            for f in resampler.resample(frame):
-                for p in self.audio.encode(f):
-                    self.out.mux(p)
-        for f in resampler.resample(None):
-            for p in self.audio.encode(f):
-                self.out.mux(p)
-        for p in self.audio.encode(None):
-            self.out.mux(p)
-
     def close(self) -> None:
         for p in self.video.encode(None):
             self.out.mux(p)
-        if self.audio is not None:
-            self._copy_audio() if self.copy else self._encode_audio()
+        failed = None
+        if self.sound is not None:
+            try:
+                self.sound.write(self.src, self.out, self.audio)
+            except (av.FFmpegError, ValueError, OSError) as e:
+                failed = str(e).splitlines()[0] or type(e).__name__
         self.out.close()
         self.src.close()
+        if failed:
+            self._no_sound(f"{self.sound.codec} sound could not be converted ({failed})")
+            self._drop_audio()
         self.tmp.replace(self.path)
+
+    def _drop_audio(self) -> None:
+        """Rewrite the temporary file with its video packets only."""
+        video_only = self.tmp.with_name(self.tmp.name + ".video.mp4")
+        with av.open(str(self.tmp)) as src, av.open(str(video_only), "w") as out:
+            stream = out.add_stream_from_template(src.streams.video[0])
+            for packet in src.demux(src.streams.video[0]):
+                if packet.dts is None:
+                    continue
+                packet.stream = stream
+                out.mux(packet)
+        video_only.replace(self.tmp)
+
+    def abort(self) -> None:
+        for c in (self.out, self.src):
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001 - already failing; the file is removed anyway
+                pass
+        self.tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -222,48 +349,81 @@ class PredictResult:
 def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool = False, side_by_side: bool = False,
                       overlay_video: bool = True, progress: bool = True) -> PredictResult:
     """Write ``out/maps/%05d.png`` (8-bit), ``out/<stem>_saliency.mp4`` and optionally
-    ``out/maps.npz`` for one video. The PNGs hold the map × 255 (the model's own scale)."""
+    ``out/maps.npz`` for one video. The PNGs hold the map × 255 (the model's own scale).
+
+    Everything is written into ``<out>.partial/`` first, and that folder becomes ``out``
+    only once every output is complete, replacing an earlier ``out``. A video that fails
+    part-way raises MediaError and leaves ``<out>.partial/`` with a file ``INCOMPLETE``
+    saying why, so no partial output can be mistaken for a finished one.
+    """
+    import shutil
     import time
 
     from tqdm import tqdm
 
     info = probe(video)
-    maps_dir = out / "maps"
-    maps_dir.mkdir(parents=True, exist_ok=True)
-    width = info.width * (2 if side_by_side else 1)
-    writer = _OverlayWriter(out / f"{video.stem}_saliency.mp4", video, info.fps, width, info.height) \
-        if overlay_video else None
-    archive = _NpzStream(out / "maps.npz") if npz else None
-    originals = prefetch((rgb for rgb, _ in iter_frames(video)), 4) if overlay_video else None
-    bar = tqdm(total=info.frames or None, unit="frame", desc=video.name, disable=not progress, dynamic_ncols=True)
-
-    def write(k: int, m: np.ndarray) -> None:
-        atomic_write(maps_dir / f"{k + 1:05d}.png", lambda tmp: Image.fromarray(
-            np.round(np.clip(m, 0, 1) * 255).astype(np.uint8)).save(tmp, format="PNG"))
-        if archive is not None:
-            archive.add(k, m)
-        if writer is not None:
-            frame = next(originals)
-            shown = overlay(frame, m)
-            writer.add(np.concatenate([frame, shown], 1) if side_by_side else shown)
-
+    work = out.with_name(f"{out.name}.partial")
+    if work.exists():
+        shutil.rmtree(work)
+    maps_dir = work / "maps"
+    maps_dir.mkdir(parents=True)
+    writer = archive = bar = None
     t0 = time.time()
     n = 0
-    outputs = Background()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("once", MediaWarning)
+        width = info.width * (2 if side_by_side else 1)
+        writer = _OverlayWriter(work / f"{video.stem}_saliency.mp4", video, info.fps, width, info.height) \
+            if overlay_video else None
+        archive = _NpzStream(work / "maps.npz") if npz else None
+        originals = prefetch((rgb for rgb, _ in iter_frames(video)), 4) if overlay_video else None
+        bar = tqdm(total=info.frames or None, unit="frame", desc=video.name, disable=not progress,
+                   dynamic_ncols=True)
+
+        def write(k: int, m: np.ndarray) -> None:
+            atomic_write(maps_dir / f"{k + 1:05d}.png", lambda tmp: Image.fromarray(
+                np.round(np.clip(m, 0, 1) * 255).astype(np.uint8)).save(tmp, format="PNG"))
+            if archive is not None:
+                archive.add(k, m)
+            if writer is not None:
+                frame = next(originals)
+                shown = overlay(frame, m)
+                writer.add(np.concatenate([frame, shown], 1) if side_by_side else shown)
+
+        outputs = Background()
+        try:
             for k, m in enumerate(predictor.predict_video(video)):
                 outputs.submit(write, k, m)
                 n += 1
                 bar.update(1)
+        finally:
+            outputs.close()
+        if writer is not None:
+            writer.close()
+        if archive is not None:
+            archive.close()
+    except BaseException as e:
+        if writer is not None:
+            writer.abort()
+        if archive is not None:
+            archive.abort()
+        cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+        (work / "INCOMPLETE").write_text(f"avrsp predict stopped after {n} frame(s): {cause}\n")
+        if isinstance(e, MediaError):
+            raise MediaError(f"{e}; outputs of {n} frame(s) left in {work}/ (incomplete)") from None
+        if isinstance(e, (av.FFmpegError, OSError)):
+            raise MediaError(f"{video}: {cause}; outputs of {n} frame(s) left in {work}/ (incomplete)") from None
+        raise
     finally:
-        outputs.close()
-    bar.close()
-    if writer is not None:
-        writer.close()
-    if archive is not None:
-        archive.close()
+        if bar is not None:
+            bar.close()
+    if out.exists():
+        old = out.with_name(f"{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.replace(old)
+        work.replace(out)
+        shutil.rmtree(old)
+    else:
+        work.replace(out)
     return PredictResult(video, out, n, time.time() - t0)
 
 

@@ -508,7 +508,19 @@ class Logs:
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=print) -> Path:
     """Train per ``cfg``; returns the run folder. Everything that can be checked (paths,
-    device, precision, model) is checked before the first step."""
+    device, precision, model) is checked before the first step. ``deterministic: true``
+    switches torch to deterministic algorithms for this run only: the caller's setting
+    is restored on return."""
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark)
+    try:
+        return _train(cfg, resume=resume, progress=progress, log=log)
+    finally:
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+        torch.backends.cudnn.benchmark = flags[2]
+
+
+def _train(cfg: TrainConfig, *, resume: bool, progress: bool, log) -> Path:
     import contextlib
 
     from tqdm import tqdm

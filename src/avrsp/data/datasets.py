@@ -13,6 +13,7 @@ a training target. All-zero maps are never training targets either.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -38,13 +39,29 @@ class DataWarning(UserWarning):
     """Something skipped or resolved in the data, reported once with its path."""
 
 
+class DataNote(DataWarning):
+    """A documented quirk that needs no action (``avrsp data check`` does not fail on it)."""
+
+
 _reported: set[str] = set()
 
 
-def _warn_once(message: str) -> None:
+def _warn_once(message: str, category: type[DataWarning] = DataWarning) -> None:
     if message not in _reported:
         _reported.add(message)
-        warnings.warn(message, DataWarning, stacklevel=3)
+        warnings.warn(message, category, stacklevel=3)
+
+
+@contextlib.contextmanager
+def every_warning():
+    """Within this block, warnings already reported once in this process are raised again
+    (``avrsp data check`` must list every problem, whatever was read before it)."""
+    global _reported
+    saved, _reported = _reported, set()
+    try:
+        yield
+    finally:
+        _reported = saved | _reported
 
 
 # ------------------------------------------------------------------ files
@@ -216,10 +233,13 @@ class AnnotatedVideo:
         if self.audio_path is None:
             return None
         try:
-            return read_audio(self.audio_path, SOUNDNET_RATE, warn=False)
+            audio = read_audio(self.audio_path, SOUNDNET_RATE, warn=False)
         except MediaError as e:
             _warn_once(f"{e}; using silence")
             return None
+        if audio is None:
+            _warn_once(f"{self.audio_path}: no audio track; using silence")
+        return audio
 
     def is_target(self, k: int) -> bool:
         """Whether frame k can be a training target: its map exists, reads, and is not all zero."""
@@ -283,26 +303,36 @@ def _per_frame(files: dict[int, Path], n: int, first: int = 1) -> list[Path | No
     return [files.get(k + first) for k in range(n)]
 
 
+def _frames_until_hole(folder: Path, frames: dict[int, Path]) -> list[Path]:
+    """Frame files numbered 1, 2, … (every layout numbers from 1), ending before the first
+    missing number, with one warning. Maps are matched by number, so reading on past a
+    hole by counting files would pair every later frame with the wrong map."""
+    n = max(frames, default=0)
+    holes = [k for k in range(1, n + 1) if k not in frames]
+    if holes:
+        _warn_once(f"{folder}: {len(holes)} frame file(s) missing (first: frame {holes[0]}); "
+                   f"using frames 1–{holes[0] - 1}")
+        n = holes[0] - 1
+    return [frames[k] for k in range(1, n + 1)]
+
+
 def stavis_video(root: Path, db: str, name: str, listed_frames: int, fps: float) -> AnnotatedVideo:
     root = Path(root)
     frame_dir = root / "video_frames" / db / name
     frames = _numbered(frame_dir, r"img_(\d+)\.jpg")
     if not frames:
         raise DataError(f"{frame_dir}: no frames (img_%05d.jpg)")
-    n = max(frames)  # 1-based contiguous numbering; a hole becomes a missing-frame error
-    holes = [k for k in range(1, n + 1) if k not in frames]
-    if holes:
-        _warn_once(f"{frame_dir}: {len(holes)} frame file(s) missing (first img_{holes[0]:05d}.jpg); "
-                   f"using frames 1–{holes[0] - 1}")
-        n = holes[0] - 1
+    paths = _frames_until_hole(frame_dir, frames)
+    n = len(paths)
+    if n == 0:
+        raise DataError(f"{frame_dir}: no img_00001.jpg (frames are numbered from 1)")
     if n != listed_frames:
-        _warn_once(f"{frame_dir}: fold list says {listed_frames} frames, {n} on disk; using {n}")
+        _warn_once(f"{frame_dir}: fold list says {listed_frames} frames, {n} on disk; using {n}", DataNote)
     ann = root / "annotations" / db / name
     maps = _per_frame(_numbered(ann / "maps", r"eyeMap_(\d+)\.jpg"), n)
     fix = _per_frame(_numbered(ann, r"fixMap_(\d+)\.mat"), n)
     wav = root / "video_audio" / db / name / f"{name}.wav"
-    return AnnotatedVideo(db, name, fps, ImageFrames([frames[k] for k in range(1, n + 1)]), maps, fix,
-                          wav if wav.is_file() else None)
+    return AnnotatedVideo(db, name, fps, ImageFrames(paths), maps, fix, wav if wav.is_file() else None)
 
 
 def stavis_videos(root: str | Path, db: str, part: str, split: int | None = 1) -> list[AnnotatedVideo]:
@@ -362,14 +392,12 @@ def dhf1k_videos(root: str | Path, split: str, fps: float = 30.0) -> list[Annota
     out = []
     if layout == "vinet":
         for d in sorted((root / split).glob("*/images")):
-            frames = _numbered(d, r"(\d+)\.(?:png|jpg)")
-            if not frames:
-                _warn_once(f"{d}: no frames; skipping")
+            paths = _frames_until_hole(d, _numbered(d, r"(\d+)\.(?:png|jpg)"))
+            if not paths:
+                _warn_once(f"{d}: no frames numbered from 1; skipping")
                 continue
-            n = len(frames)
-            maps, fix = _dhf1k_annotations(d.parent, n)
-            out.append(AnnotatedVideo("DHF1K", d.parent.name, fps, ImageFrames([frames[k] for k in sorted(frames)]),
-                                      maps, fix))
+            maps, fix = _dhf1k_annotations(d.parent, len(paths))
+            out.append(AnnotatedVideo("DHF1K", d.parent.name, fps, ImageFrames(paths), maps, fix))
         return out
     ids = DHF1K_SPLITS[split]
     annotations = {int(p.name): p for p in (root / "annotation").glob("*") if p.name.isdigit()}
@@ -377,10 +405,12 @@ def dhf1k_videos(root: str | Path, split: str, fps: float = 30.0) -> list[Annota
         for d in sorted((root / "video").iterdir()):
             if not (d.is_dir() and d.name.isdigit() and int(d.name) in ids):
                 continue
-            frames = _numbered(d, r"(\d+)\.(?:png|jpg)")
-            n = len(frames)
-            maps, fix = _dhf1k_annotations(annotations.get(int(d.name), d / "_none_"), n)
-            out.append(AnnotatedVideo("DHF1K", d.name, fps, ImageFrames([frames[k] for k in sorted(frames)]), maps, fix))
+            paths = _frames_until_hole(d, _numbered(d, r"(\d+)\.(?:png|jpg)"))
+            if not paths:
+                _warn_once(f"{d}: no frames numbered from 1; skipping")
+                continue
+            maps, fix = _dhf1k_annotations(annotations.get(int(d.name), d / "_none_"), len(paths))
+            out.append(AnnotatedVideo("DHF1K", d.name, fps, ImageFrames(paths), maps, fix))
         return out
     for p in sorted((root / "video").iterdir()):
         if p.suffix.lower() != ".avi" or not p.stem.isdigit() or int(p.stem) not in ids:
@@ -503,6 +533,6 @@ def probe_rate(path: Path) -> int | None:
         return None
 
 
-__all__ = ["AnnotatedVideo", "ClipDataset", "DataError", "DataWarning", "STAVIS_DATABASES", "dhf1k_layout",
+__all__ = ["AnnotatedVideo", "ClipDataset", "DataError", "DataNote", "DataWarning", "STAVIS_DATABASES", "dhf1k_layout",
            "dhf1k_videos", "load_split", "read_fixations", "read_fold_list", "read_image", "read_map",
            "resize_fixations", "resize_map", "stavis_databases", "stavis_videos", "to_model_frames"]

@@ -1,7 +1,7 @@
 """Peak memory of ``avrsp predict`` for a short and a long video (issue target: the 60 s
 video needs no more than 1.1× the memory of the 10 s one).
 
-    .venv/bin/python benchmarks/bench_predict_memory.py [--short 10] [--long 60] [--size 144x256]
+    python -m avrsp.bench_memory [--short 10] [--long 60] [--size 144x256]
 
 Generates two synthetic videos with sound (``avrsp synth``'s renderer), then runs
 ``avrsp predict`` on each in a fresh process with the built-in model and reports the

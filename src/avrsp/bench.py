@@ -39,12 +39,12 @@ import torch
 
 import avrsp
 from avrsp.checkpoint import save_model, write_generated
+from avrsp.config import ConfigError
 from avrsp.info import measure
 from avrsp.inference import native_bf16, predict_frames, prepare, resolve_device, resolve_precision
 from avrsp.models import to_channels_last_3d
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_predict_memory  # noqa: E402
+from avrsp import bench_memory
 
 #: mode → (weight dtype, autocast to bf16, channels-last 3-D)
 MODES = {
@@ -270,7 +270,7 @@ def run(args) -> dict:
             ckpt = None if name == "built-in" else random_checkpoint(name, Path(tmp))
             result["e2e"].append(end_to_end(ckpt, device, args.e2e_seconds, args.e2e_batch, log))
     if not args.no_memory:
-        mem = bench_predict_memory.measure(10.0, 60.0, 144, 256, ("--device", device))
+        mem = bench_memory.measure(10.0, 60.0, 144, 256, ("--device", device))
         result["memory"] = mem
         log(f"  predict peak memory 60 s / 10 s: {mem['long']['peak_mib']:.0f} / {mem['short']['peak_mib']:.0f} MiB "
             f"= {mem['ratio']:.3f}")
@@ -322,7 +322,7 @@ def targets(result: dict) -> list[tuple[str, str, str, str]]:
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["Written by `avrsp bench` (benchmarks/bench_inference.py); each machine's figures come "
+    lines = ["Written by `avrsp bench` (src/avrsp/bench.py); each machine's figures come "
              "from one run of the command shown for it, and ratios compare figures of the same run.", ""]
     lines += ["## Machines", "", "| Machine | Date | Command | torch | CPU capability | threads | native bf16 | "
               "default precision | fp32 matmul peak | bf16 matmul peak |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -434,10 +434,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    merged = [json.loads(Path(f).read_text()) for f in args.merge]
+    merged = []
+    for f in args.merge:
+        try:
+            merged.append(json.loads(Path(f).read_text()))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{f}: cannot read benchmark figures ({e.__class__.__name__})") from None
     if args.report_only:
         if not merged:
-            raise SystemExit("avrsp bench: --report-only needs --merge FILE ... (figures of earlier runs)")
+            raise ConfigError("bench: --report-only needs --merge FILE ... (figures of earlier runs)")
         results = merged
     else:
         result = run(args)
