@@ -5,13 +5,15 @@ import warnings
 import av
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from scipy.io import savemat, wavfile
 from scipy.signal import resample_poly
 
 from avrsp.cli import main
-from avrsp.data.datasets import (ClipDataset, DataError, DataNote, DataWarning, dhf1k_layout, dhf1k_videos, load_split,
-                                 read_fixations, stavis_videos)
+from avrsp.data.datasets import (AnnotatedVideo, ClipDataset, DataError, DataNote, DataWarning, ImageFrames,
+                                 dhf1k_layout, dhf1k_videos, load_split, read_fixations, stavis_videos,
+                                 to_model_frames)
 from avrsp.data.synth import PALETTE, SynthConfig, generate_video, write_dataset
 from avrsp.media import iter_frames, read_audio
 
@@ -255,18 +257,68 @@ def test_missing_corrupt_and_all_zero_maps_are_never_targets(stavis_copy):
     root, meta = stavis_copy
     name = sorted(meta)[0]
     maps = root / "annotations" / "SynthAV" / name / "maps"
-    (maps / "eyeMap_00005.jpg").unlink()                                   # missing
-    (maps / "eyeMap_00006.jpg").write_bytes(b"\xff\xd8 not really a jpeg")  # corrupt
-    Image.fromarray(np.zeros((CFG.height, CFG.width), np.uint8)).save(maps / "eyeMap_00007.jpg")  # all zero
+    (maps / "eyeMap_00011.jpg").unlink()                                   # missing
+    (maps / "eyeMap_00012.jpg").write_bytes(b"\xff\xd8 not really a jpeg")  # corrupt
+    Image.fromarray(np.zeros((CFG.height, CFG.width), np.uint8)).save(maps / "eyeMap_00013.jpg")  # all zero
     video = next(v for v in all_videos(root) if v.name == name)
-    assert video.maps[4] is None
+    assert video.maps[10] is None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = ClipDataset([video], T, SIZE, clips_per_video=8)
         used = _frames_used(ds, name)
-    assert used and not used & {4, 5, 6}
-    corrupt = [str(w.message) for w in caught if "eyeMap_00006.jpg" in str(w.message)]
+    assert used and not used & {10, 11, 12}
+    corrupt = [str(w.message) for w in caught if "eyeMap_00012.jpg" in str(w.message)]
     assert len(corrupt) == 1 and "cannot read map" in corrupt[0]  # reported once, with its path
+
+
+def test_training_clips_are_real_consecutive_frames_with_their_own_sound(stavis_copy):
+    """The paper's "32 consecutive video frames": every clip of a video of at least T frames
+    is T real frames, targets spread over T−1 … n−1, and its sound is cut exactly as the
+    test protocol cuts it (a click at a known frame lands where that frame's sound
+    belongs). Padding with frame 0 is left to videos shorter than T."""
+    from test_evaluate import click_position
+
+    root, meta = stavis_copy
+    name = sorted(meta)[2]
+    wav = root / "video_audio" / "SynthAV" / name / f"{name}.wav"
+    k_click = 15
+    audio = np.zeros(int(CFG.frames / CFG.fps * 22050), np.int16)
+    audio[round(k_click / CFG.fps * 22050)] = 32767
+    wavfile.write(wav, 22050, audio)
+    video = next(v for v in all_videos(root) if v.name == name)
+    ds = ClipDataset([video], T, SIZE, clips_per_video=6)
+    targets, heard = set(), 0
+    for e in range(12):
+        ds.set_epoch(e)
+        for i in range(len(ds)):
+            item = ds[i]
+            k = item["frame"]
+            targets.add(k)
+            frames = video.frames.read(list(range(k - T + 1, k + 1)))   # the real frames, in order
+            expected = to_model_frames(frames, SIZE)
+            assert torch.equal(item["clip"], expected), k
+            buf = item["audio"][0].numpy()
+            if k - T + 1 <= k_click <= k:
+                want = click_position(k_click, k - T + 1, k, CFG.fps, 17640, False)
+                assert abs(int(np.argmax(np.abs(buf))) - want) <= 1, k
+                heard += 1
+            else:
+                assert np.abs(buf).max() < 1e-3 * 256, k
+    assert min(targets) >= T - 1 and max(targets) == CFG.frames - 1 and len(targets) > CFG.frames // 2
+    assert heard > 0
+    # A video shorter than the window: its clips end at the target and repeat frame 0 before it.
+    short = ImageFrames(video.frames.paths[:5])
+    v5 = AnnotatedVideo("SynthAV", "short", CFG.fps, short, video.maps[:5], video.fixation_files[:5])
+    item = ClipDataset([v5], T, SIZE, seed=1)[0]
+    k = item["frame"]
+    assert torch.equal(item["clip"], to_model_frames(short.read([max(j, 0) for j in range(k - T + 1, k + 1)]), SIZE))
+    # Valid maps only in the first T−1 frames: the protocol's reversed window, not padding.
+    early = AnnotatedVideo("SynthAV", "early", CFG.fps, video.frames, video.maps[:3] + [None] * (len(video) - 3),
+                           video.fixation_files)
+    item = ClipDataset([early], T, SIZE, seed=2)[0]
+    k = item["frame"]
+    assert k < 3 and torch.equal(item["clip"], to_model_frames(video.frames.read(list(range(k + T - 1, k - 1, -1))),
+                                                               SIZE))
 
 
 def test_bad_fixation_files_and_missing_frames(stavis_copy):

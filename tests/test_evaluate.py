@@ -58,7 +58,8 @@ def test_windows_reverse_the_first_frames_and_their_audio():
     assert all(w.indices[-1] == w.frame for w in ws)  # the prediction is for the last frame
     audio = np.random.default_rng(0).random(22050 * 2).astype(np.float32)
     forward = clip_audio(audio, 22050, *frame_span(0, T - 1, 15.0), 17640)
-    np.testing.assert_allclose(ws[0].audio(audio, 15.0, T), forward[::-1], atol=1e-4)  # the window is symmetric
+    # The reversed excerpt is the forward one backwards (each centred in its buffer).
+    np.testing.assert_allclose(np.trim_zeros(ws[0].audio(audio, 15.0, T)), np.trim_zeros(forward)[::-1], atol=1e-4)
     # Shorter than T: every frame still gets a window ending at it.
     short = list(windows(3, T))
     assert [w.indices[-1] for w in short] == [0, 1, 2] and short[0].indices == (0,) * T
@@ -117,10 +118,10 @@ def test_per_video_then_over_videos():
     (row,) = ev.aggregate(records)
     assert row["cc"] == pytest.approx(0.5)                 # (1.0 + 0.0) / 2 videos
     assert row["cc_frame_avg"] == pytest.approx(4 / 5)     # DHF1K-style frame mean
-    assert (row["videos"], row["frames"], row["nan_frames"]) == (2, 6, 1)
+    assert (row["videos"], row["frames"], row["left_out"], row["cc_frames"]) == (2, 6, 1, 5)
 
 
-def test_evaluate_writes_tables_and_excludes_nan_frames(data, ckpt, tmp_path):
+def test_evaluate_writes_tables_and_leaves_out_what_a_frame_lacks(data, ckpt, tmp_path):
     import shutil
 
     root = tmp_path / "copy"
@@ -128,7 +129,9 @@ def test_evaluate_writes_tables_and_excludes_nan_frames(data, ckpt, tmp_path):
     video = stavis_videos(root / "stavis", "SynthAV", "test", 1)[0]
     ann = root / "stavis" / "annotations" / "SynthAV" / video.name
     (ann / "fixMap_00003.mat").unlink()                                          # missing fixations
-    Image.fromarray(np.zeros((64, 96), np.uint8)).save(ann / "maps" / "eyeMap_00005.jpg")  # zero map: CC NaN
+    Image.fromarray(np.zeros((64, 96), np.uint8)).save(ann / "maps" / "eyeMap_00005.jpg")  # all-zero map
+    (ann / "fixMap_00007.mat").unlink()                                          # frame 7 has neither
+    Image.fromarray(np.zeros((64, 96), np.uint8)).save(ann / "maps" / "eyeMap_00007.jpg")
     out = tmp_path / "out"
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(root / "stavis"), "--dataset", "SynthAV",
                  "--split", "1", "--out", str(out), "--quiet"]) == 0
@@ -137,10 +140,18 @@ def test_evaluate_writes_tables_and_excludes_nan_frames(data, ckpt, tmp_path):
     assert "Post-processing: STAViS" in report
     rows = list(csv.DictReader(open(out / "per_video.csv")))
     assert len(rows) == 1 and rows[0]["video"] == video.name
-    assert int(rows[0]["nan_frames"]) == 2 and 0 < float(rows[0]["cc"]) <= 1
+    n = len(video)
+    # Missing fixations cost only the fixation metrics, an all-zero map only the map metrics
+    # (not SIM 0 and KL 0 in the averages); frame 7 counts for nothing.
+    assert (int(rows[0]["left_out"]), int(rows[0]["no_density"]), int(rows[0]["no_fixations"])) == (1, 2, 2)
+    assert int(rows[0]["cc_frames"]) == int(rows[0]["sim_frames"]) == int(rows[0]["kld_frames"]) == n - 2
+    assert int(rows[0]["nss_frames"]) == int(rows[0]["auc_j_frames"]) == n - 2
     per_frame = json.loads((out / "videos" / "SynthAV" / "1" / f"{video.name}.json").read_text())["per_frame"]
-    assert per_frame["cc"][2] is None and per_frame["cc"][4] is None and per_frame["cc"][3] is not None
-    assert float(rows[0]["cc"]) == pytest.approx(np.mean([x for x in per_frame["cc"] if x is not None]))
+    assert per_frame["nss"][2] is None and per_frame["cc"][2] is not None
+    assert per_frame["sim"][4] is None and per_frame["kld"][4] is None and per_frame["nss"][4] is not None
+    assert all(per_frame[m][6] is None for m in per_frame)
+    for m in ("cc", "sim", "kld", "nss"):
+        assert float(rows[0][m]) == pytest.approx(np.mean([x for x in per_frame[m] if x is not None]))
     results = json.loads((out / "results.json").read_text())
     kinds = {d["kind"] for d in results["datasets"]}
     assert "all" in kinds and kinds & {"relevant", "music"}  # split by video kind for synthetic data
@@ -165,8 +176,55 @@ def test_evaluate_resumes_and_reuses_predictions(data, ckpt, tmp_path, monkeypat
     np.save(cache, preds)
     video.unlink()
     assert main(args) == 0 and (out / "per_video.csv").read_text() == first
-    # Other settings in the same folder are refused, not mixed.
-    assert main(args[:-1] + ["--no-postprocess", "--quiet"]) == 2
+
+
+def test_a_killed_evaluation_resumes_to_the_same_report(tmp_path, capsys):
+    """A real SIGKILL mid-run, then the same command: the report is the uninterrupted
+    run's, byte for byte. Settings that change the results are refused on resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "synth"
+    write_dataset(root, SynthConfig(videos=12, frames=24, height=64, width=96, fps=15.0, seed=2))
+    ckpt = tmp_path / "m.safetensors"
+    save_model(ckpt, structured_model(2))
+    common = ["--checkpoint", str(ckpt), "--data", str(root / "stavis"), "--dataset", "SynthAV", "--split", "1",
+              "--batch", "1", "--precision", "fp32", "--quiet"]
+    assert main(["evaluate", *common, "--out", str(tmp_path / "ref")]) == 0
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "avrsp", "evaluate", *common, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if list((out / "videos").rglob("*.json")):
+            break  # one video scored, the others not yet
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the evaluation ended before it could be killed"
+    done = len(list((out / "videos").rglob("*.json")))
+    assert 1 <= done < 4 and not (out / "report.md").exists()
+    assert main(["evaluate", *common, "--out", str(out)]) == 0
+    for name in ("report.md", "per_video.csv", "per_dataset.csv", "per_frame.csv"):
+        assert (out / name).read_text() == (tmp_path / "ref" / name).read_text(), name
+    # Resuming with a setting that changes the results would mix two evaluations: refused.
+    other = tmp_path / "other.safetensors"
+    save_model(other, structured_model(3))
+    capsys.readouterr()
+    for extra, setting in ((["--no-postprocess"], "postprocess"), (["--save-maps"], "save_maps"),
+                           (["--seed", "1"], "seed")):
+        assert main(["evaluate", *common, "--out", str(out), *extra]) == 2
+        assert setting in capsys.readouterr().err, setting
+    changed = [a if a != str(ckpt) else str(other) for a in common]
+    assert main(["evaluate", *changed, "--out", str(out)]) == 2
+    assert "checkpoints" in capsys.readouterr().err
+    bf16 = [a if a != "fp32" else "bf16" for a in common]
+    assert main(["evaluate", *bf16, "--out", str(out)]) == 2
+    assert "precision" in capsys.readouterr().err
 
 
 def test_three_fold_protocol_pools_every_video(data, ckpt):
@@ -197,3 +255,64 @@ def test_score_a_folder_of_predictions(data, tmp_path, capsys):
     empty.mkdir()
     assert main(["score", str(empty), "--data", str(data / "stavis"), "--dataset", "SynthAV", "--quiet"]) == 2
     assert "no predictions for SynthAV/" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ audio/video alignment, with clicks
+
+def click_track(n_frames, fps, click_frame, rate=22050):
+    """Silence with a one-sample click at the centre of frame ``click_frame`` (0-based):
+    aperiodic, so a window cut one frame early or late cannot contain it at the same place."""
+    audio = np.zeros(int((n_frames + 2) / fps * rate), np.float32)
+    audio[round(click_frame / fps * rate)] = 1.0
+    return audio
+
+
+def click_position(k_click, lo, hi, fps, length, reverse, rate=22050, time=None):
+    """Where the click must be in the buffer of a window over frames lo..hi (docs/data.md,
+    written out): the excerpt [lo − ½, hi + ½] frame periods, clamped to the track, centred,
+    reversed for reversed windows."""
+    t = (lambda i: i / fps) if time is None else time
+    a = max(round((t(lo) - 0.5 / fps) * rate), 0)
+    b = round((t(hi) + 0.5 / fps) * rate)
+    c = round(t(k_click) * rate)
+    offset = (length - (b - a)) // 2
+    return offset + (b - 1 - c if reverse else c - a)
+
+
+@pytest.mark.parametrize("fps", [15.0, 29.97, 25.0])
+def test_every_window_hears_its_own_frames(fps):
+    """The click sounds at frame 9: every window that holds frame 9 has it exactly where
+    frame 9's sound belongs (one sample of rounding), the others are silent. A cut one
+    frame early or late would put it 1/fps away, or drop it."""
+    n, k_click, length = 40, 9, 17640
+    audio = click_track(n, fps, k_click)
+    for w in windows(n, T):
+        buf = w.audio(audio, fps, T)
+        lo, hi = min(w.indices), max(w.indices)
+        if lo <= k_click <= hi:
+            assert abs(int(np.argmax(np.abs(buf))) - click_position(k_click, lo, hi, fps, length, w.reverse)) <= 1
+            assert np.abs(buf).max() > 0
+        elif hi < k_click - 1 or lo > k_click + 1:  # (neighbours own the edge of the click's frame period)
+            assert not buf.any(), w
+
+
+def test_variable_frame_rate_windows_follow_the_timestamps():
+    """A stream whose frames carry timestamps (VFR): each window's sound is cut around its
+    frames' real times, not around k/fps."""
+    from avrsp.inference import _batches
+
+    times = np.cumsum([0.0] + [0.04 if i % 3 else 0.12 for i in range(29)])  # irregular gaps
+    fps = len(times) / (times[-1] + 0.04)
+    k_click = 17
+    audio = np.zeros(int((times[-1] + 1) * 22050), np.float32)
+    audio[round(times[k_click] * 22050)] = 1.0
+    frames = [(np.zeros((8, 8, 3), np.uint8), float(t)) for t in times]
+    checked = 0
+    for ws, _, _, sound in _batches(iter(frames), None, T, fps, audio, 4, True):
+        for w, buf in zip(ws, sound):
+            lo, hi = min(w.indices), max(w.indices)
+            if lo <= k_click <= hi:
+                want = click_position(k_click, lo, hi, fps, 17640, w.reverse, time=lambda i: times[i])
+                assert abs(int(np.argmax(np.abs(buf))) - want) <= 1
+                checked += 1
+    assert checked >= T

@@ -163,15 +163,21 @@ def test_clip_audio_follows_the_reference_windowing():
     off = (70560 - n) // 2
     want[off:off + n] = audio[a:b] * np.hanning(n) * 256
     np.testing.assert_allclose(out, want, atol=1e-4)
-    # Reversed windows reverse the excerpt (REFERENCE §5).
+    # Reversed windows reverse the excerpt (the test protocol's reversed windows).
     rev = clip_audio(audio, rate, start, end, 70560, reverse=True)
     np.testing.assert_allclose(rev[off:off + n], (audio[a:b][::-1] * np.hanning(n) * 256), atol=1e-4)
-    # Before the track's start: zeros, not a shifted excerpt.
-    first = clip_audio(audio, rate, *frame_span(0, T - 1, fps), 70560)
-    half = round(0.5 / fps * rate)
-    n0 = round((T - 0.5) / fps * rate) + half
-    off0 = (70560 - n0) // 2
-    assert np.all(first[off0:off0 + half] == 0) and first[off0 + half + 10] != 0
+    # At the track's ends the excerpt is clamped to the track, not padded with silence
+    # (as STAViS and AViNet cut it): shorter, and windowed over its own length.
+    for first_frame, last_frame in ((0, T - 1), (-3, T - 4), (len(audio) * fps / rate - T + 2, None)):
+        last_frame = first_frame + T - 1 if last_frame is None else last_frame
+        start, end = frame_span(first_frame, last_frame, fps)
+        a, b = max(round(start * rate), 0), min(round(end * rate), len(audio))
+        assert b - a < round(T / fps * rate)                                   # cut short by the clamp
+        want = np.zeros(70560, np.float32)
+        off = (70560 - (b - a)) // 2
+        want[off:off + b - a] = audio[a:b] * np.hanning(b - a) * 256
+        np.testing.assert_allclose(clip_audio(audio, rate, start, end, 70560), want, atol=1e-4)
+    assert not clip_audio(audio, rate, -2.0, -1.0, 100).any()                # wholly outside: silence
     # Below 10 fps the excerpt exceeds the buffer: its centre is kept.
     slow = clip_audio(audio, rate, *frame_span(0, T - 1, 5.0), 70560)
     assert slow.shape == (70560,) and np.abs(slow).max() <= 256

@@ -151,3 +151,19 @@ def test_stavis_postprocess_and_score_frame():
     assert scores["cc"] == pytest.approx(cc(p, g))
     post = score_frame(p, g, f, postprocess=True)
     assert post["cc"] == pytest.approx(cc(stavis_postprocess(p), g)) and math.isnan(post["sauc"])
+
+
+def test_one_fixation_is_enough_for_every_fixation_metric():
+    """As the MIT benchmark's MATLAB code: NaN only without any fixation (`~any(fixationMap)`),
+    a value from one fixation on (some Python ports need two)."""
+    rng = np.random.default_rng(1)
+    p = rng.random((20, 30))
+    one = np.zeros((20, 30), bool)
+    one[5, 7] = True
+    other = rng.random((20, 30)) > 0.9
+    for value in (auc_borji(p, one, seed=0), auc_shuffled(p, one, other, seed=0), auc_judd(p, one, seed=0),
+                  nss(p, one)):
+        assert np.isfinite(value)
+    none = np.zeros((20, 30), bool)
+    assert all(math.isnan(v) for v in (auc_borji(p, none), auc_shuffled(p, none, other), auc_judd(p, none),
+                                       nss(p, none)))

@@ -1,3 +1,4 @@
+import contextlib
 import csv
 import json
 import os
@@ -8,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -181,3 +183,80 @@ def test_initialisation_and_freezing(synth, tmp_path):
     for k, v in s3d.items():  # the S3D backbone: loaded, then frozen (BatchNorm statistics too)
         assert torch.equal(trained.visual.state_dict()[k], v), k
     assert not torch.equal(trained.decoder.head.weight, stage1.decoder.head.weight)  # the rest trained
+
+
+def test_stage_two_refuses_a_stage_one_normalised_otherwise(synth, tmp_path):
+    """A stage 1 trained on torchvision's S3D (its mean/std) handed to a stage 2 that feeds
+    [-1, 1] frames would train on wrongly normalised frames without a word: refused."""
+    save_model(tmp_path / "stage1.safetensors", avrsp.create_model("avrsp_tiny", audio=False,
+                                                                   visual_norm="kinetics_mean_std"))
+    cfg = tiny_cfg(synth, tmp_path / "run", epochs=1, **{"init.model": str(tmp_path / "stage1.safetensors")})
+    with pytest.raises(ConfigError, match="trained with model.visual_norm=kinetics_mean_std but this run has "
+                                          "minus_one_one; set model.visual_norm=kinetics_mean_std"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run" / "ckpt").exists()
+
+
+def test_each_process_gets_its_own_gpu_or_a_clear_error(monkeypatch):
+    """torchrun with 2 processes on a 1-GPU machine: rank 1 must not be sent to a cuda:1 that
+    does not exist; with enough GPUs each local rank gets its own."""
+    from avrsp.train import train_device
+
+    used = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", used.append)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    for gpus, rank in ((1, 0), (1, 1)):
+        monkeypatch.setattr(torch.cuda, "device_count", lambda gpus=gpus: gpus)
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        with pytest.raises(ConfigError, match="2 processes on this machine but 1 GPU"):
+            train_device("cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for rank in (0, 1):
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        assert train_device("cuda") == torch.device("cuda", rank)
+    assert used == [torch.device("cuda", 0), torch.device("cuda", 1)]
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert train_device("cpu") == torch.device("cpu")
+
+
+def test_validation_reports_the_benchmark_metrics(synth, tmp_path):
+    """`val_cc` is what `avrsp evaluate` would give for those frames: the prediction resized
+    to the full-resolution ground truth with MATLAB's imresize, post-processed for the
+    audio-visual datasets, left out where the frame has no usable ground truth."""
+    from avrsp import metrics
+    from avrsp.data.datasets import ClipDataset, stavis_videos
+    from avrsp.loss import SaliencyLoss
+    from avrsp.train import Dist, _collate, validate
+
+    torch.manual_seed(0)
+    model = avrsp.create_model("avrsp_tiny").eval()
+    videos = stavis_videos(synth, "SynthAV", "test", 1)
+    ds = ClipDataset(videos, 8, (64, 96), clips_per_video=2, seed=4)
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=_collate)
+    got = validate(model, loader, SaliencyLoss(), torch.device("cpu"), contextlib.nullcontext, Dist(),
+                   {(v.dataset, v.name): v for v in videos})
+    want = {m: [] for m in ("sim", "cc", "kld", "nss", "auc_j")}
+    losses = []
+    for i in range(len(ds)):
+        item = ds[i]
+        video = next(v for v in videos if v.name == item["video"])
+        with torch.no_grad():
+            pred = model(item["clip"][None], item["audio"][None])
+        losses.append(SaliencyLoss()(pred, item["map"][None]).item())
+        p = imresize_post(pred[0].numpy(), video.saliency_map(item["frame"]).shape)
+        want["sim"].append(metrics.sim(p, video.saliency_map(item["frame"])))
+        want["cc"].append(metrics.cc(p, video.saliency_map(item["frame"])))
+        want["kld"].append(metrics.kld(p, video.saliency_map(item["frame"])))
+        want["nss"].append(metrics.nss(p, video.fixations(item["frame"])))
+        want["auc_j"].append(metrics.auc_judd(p, video.fixations(item["frame"]), seed=item["frame"]))
+    assert got["loss"] == pytest.approx(np.mean(losses), rel=1e-6)
+    for m, values in want.items():
+        assert got[m] == pytest.approx(np.mean(values), rel=1e-5), m  # batched vs single forward: 1e-7
+
+
+def imresize_post(pred, shape):
+    from avrsp import metrics
+
+    return metrics.imresize(metrics.stavis_postprocess(pred), shape)

@@ -144,7 +144,8 @@ def _finish_eval(args, items, records, model_name: str, postprocess: bool, out: 
     protocol = f"{args.dataset}, split {args.split_resolved}"
     report = write_reports(out, records, rows, model=model_name, protocol=protocol, postprocess=postprocess)
     print(report.read_text())
-    print(f"written: {report}, {out / 'per_video.csv'}, {out / 'per_dataset.csv'}, {out / 'results.json'}")
+    print(f"written: {report}, {out / 'per_video.csv'}, {out / 'per_dataset.csv'}, {out / 'per_frame.csv'}, "
+          f"{out / 'results.json'}")
     return 0
 
 
@@ -175,7 +176,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .evaluate import default_postprocess, plan_or_fail, score_folder
+    from .evaluate import EvalError, default_postprocess, plan_or_fail, read_predictions, score_folder
 
     args.split_resolved = args.split or "1"
     n_models = 3 if args.split_resolved == "all" else 1
@@ -184,7 +185,14 @@ def cmd_score(args: argparse.Namespace) -> int:
     pred_dir = Path(args.pred_dir)
     if not pred_dir.is_dir():
         raise ConfigError(f"{pred_dir}: not a directory")
-    records = score_folder(pred_dir, items, postprocess=postprocess, seed=args.seed, progress=not args.quiet)
+    index = read_predictions(pred_dir, items, args.first_frame)
+    for line in index.summary():
+        print(f"avrsp: {line}", file=sys.stderr)
+    if args.strict and index.missing:
+        key, k = index.missing[0]
+        raise EvalError(f"{pred_dir}: {len(index.missing)} frame(s) have no prediction, e.g. {key} frame {k + 1} "
+                        f"(--strict)")
+    records = score_folder(index, items, postprocess=postprocess, seed=args.seed, progress=not args.quiet)
     out = Path(args.out or f"runs/score/{pred_dir.name}_{args.dataset}_{args.split_resolved}")
     return _finish_eval(args, items, records, pred_dir.name, postprocess, out)
 
@@ -243,7 +251,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_visualize_grid(args: argparse.Namespace) -> int:
     from .data.datasets import read_map
-    from .evaluate import prediction_files
+    from .evaluate import folder_frames
     from .visualize import comparison_grid
 
     videos = [v for part in ("test", "train", "val") for v in _try_split(args.data, args.dataset, part, args.split)
@@ -271,7 +279,7 @@ def cmd_visualize_grid(args: argparse.Namespace) -> int:
         d = next((x for x in (root / video.dataset / video.name, root / video.name, root) if x.is_dir()), None)
         if d is None:
             raise ConfigError(f"--pred {label}: {root} is not a directory")
-        files = prediction_files(d)
+        files = folder_frames(d, len(video))
         columns[label] = [read_map(files[k]) if k in files else None for k in ks]
     path = comparison_grid([video.frame(k) for k in ks], columns, Path(args.out),
                            row_labels=[f"frame {k + 1}" for k in ks], fixations=[video.fixations(k) for k in ks])
@@ -445,10 +453,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("score", help="score a folder of predicted maps against a dataset",
-                       description="PRED_DIR/[<dataset>/]<video>/<...N>.png, N the 1-based frame number; "
-                                   "scored and averaged exactly as 'avrsp evaluate' does.")
+                       description="PRED_DIR/[<dataset>/]<video>/<...N>.png, N the frame number (the last number in "
+                                   "the name; from 1 or from 0, inferred when the files say which); scored and "
+                                   "averaged exactly as 'avrsp evaluate' does.")
     p.add_argument("pred_dir", metavar="PRED_DIR")
     _eval_common(p)
+    p.add_argument("--first-frame", type=int, choices=(0, 1), default=None,
+                   help="the number of a video's first frame in the file names (default: inferred; an error when "
+                        "the files do not tell)")
+    p.add_argument("--strict", action="store_true", help="a frame without a prediction is an error, not left out")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("visualize", help="figures: Fig. 5-style grids, Fig. 6-style relevance maps")
@@ -489,7 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="MODEL.safetensors")
     p.add_argument("--onnx", metavar="OUT.onnx")
     p.add_argument("--opset", type=int, default=ONNX_MIN_OPSET,
-                   help=f"ONNX opset, ≥ {ONNX_MIN_OPSET} (default {ONNX_MIN_OPSET}, the lowest PyTorch's exporter writes)")
+                   help=f"ONNX opset ≥ {ONNX_MIN_OPSET} (default: {ONNX_MIN_OPSET}, the lowest PyTorch's "
+                        f"exporter writes)")
     p.add_argument("--torch-export", metavar="OUT.pt2")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted |ONNX − PyTorch| (default 1e-4)")
     p.set_defaults(func=cmd_export)

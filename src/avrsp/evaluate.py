@@ -1,4 +1,4 @@
-"""The evaluation protocol behind the paper's tables (REFERENCE §1, §4, §5).
+"""The evaluation protocol behind the paper's tables (docs/evaluation.md).
 
 ``evaluate`` runs model files over a dataset's test videos with sliding windows and
 scores every frame. ``score`` scores a folder of someone else's predicted maps the same
@@ -39,10 +39,16 @@ TABLE_METRICS = ("sim", "cc", "nss", "auc_j")          # Tables I–II, in their
 EXTRA_METRICS = ("kld", "sauc")
 LABELS = {"sim": "SIM↑", "cc": "CC↑", "nss": "NSS↑", "auc_j": "AUC-J↑", "kld": "KL↓", "sauc": "sAUC↑"}
 OTHER_FRAMES = 10  # sAUC negatives: fixations of this many other frames of the same video (Borji's M)
+#: The layout of the per-video records; a folder of another layout is not resumed.
+RECORD_FORMAT = 2
 
 
 class EvalError(Exception):
     """An evaluation that cannot run as asked; the message says why."""
+
+
+class EvalWarning(UserWarning):
+    """Something left out of the scores, reported once with its path."""
 
 
 @dataclass
@@ -125,33 +131,50 @@ def score_video(video: AnnotatedVideo, prediction: Callable[[int], np.ndarray | 
                 seed: int = 0) -> dict:
     """Per-frame scores of one video; ``prediction(k)`` is frame k's map (any size) or None.
 
-    sAUC's negatives are the fixations of up to 10 other frames of the same video, drawn
-    with a generator seeded by (seed, k).
+    Each metric is averaged over the frames that have what it needs (``metrics.score_frame``):
+    a frame without a prediction, or whose ground truth is missing, unreadable or all
+    zero, counts in no average of the metrics that need it, and the record says how many
+    frames each metric used and why the others were left out. sAUC's negatives are the
+    fixations of up to 10 other frames of the same video, drawn with a generator seeded by
+    (seed, k).
     """
     fixations = _fixation_points(video)
     with_fix = [k for k, f in enumerate(fixations) if f is not None and len(f[0])]
     rows = []
+    reasons = {"no_prediction": 0, "no_density": 0, "no_fixations": 0}
     for k in range(len(video)):
         density, pred = video.saliency_map(k), prediction(k)
-        if density is None or fixations[k] is None or pred is None:
+        if density is None or not density.any():
+            reasons["no_density"] += 1
+            density = None
+        if fixations[k] is None or not len(fixations[k][0]):
+            reasons["no_fixations"] += 1
+        if pred is None:
+            reasons["no_prediction"] += 1
             rows.append({m: math.nan for m in METRICS})
             continue
-        points, shape = fixations[k]
-        others = [j for j in with_fix if j != k]
-        picked = np.random.default_rng([seed, k]).choice(others, min(OTHER_FRAMES, len(others)), replace=False)
-        other = _as_map(np.concatenate([fixations[j][0] for j in picked]) if len(picked) else np.zeros((0, 2), int),
-                        shape)
-        rows.append(score_frame(pred, density, _as_map(points, shape), other, seed=seed + k,
-                                postprocess=postprocess))
-    return summarise(video.name, rows)
+        fix_map = other = None
+        if fixations[k] is not None:
+            points, shape = fixations[k]
+            fix_map = _as_map(points, shape)
+            others = [j for j in with_fix if j != k]
+            picked = np.random.default_rng([seed, k]).choice(others, min(OTHER_FRAMES, len(others)), replace=False)
+            other = _as_map(np.concatenate([fixations[j][0] for j in picked]) if len(picked)
+                            else np.zeros((0, 2), int), shape)
+        rows.append(score_frame(pred, density, fix_map, other, seed=seed + k, postprocess=postprocess))
+    return summarise(video.name, rows, reasons)
 
 
-def summarise(name: str, rows: list[dict]) -> dict:
+def summarise(name: str, rows: list[dict], reasons: dict[str, int] | None = None) -> dict:
+    """A video's record: per-metric means over the frames where the metric is defined,
+    how many frames each metric used, how many counted for none (``left_out``) and the
+    per-frame scores (None where undefined)."""
     arr = {m: np.array([r[m] for r in rows], dtype=np.float64) for m in METRICS}
-    nan_frames = int(np.sum(np.any([np.isnan(arr[m]) for m in ("sim", "cc", "nss", "auc_j", "kld")], axis=0)))
-    means = {m: (float(np.nanmean(a)) if np.isfinite(a).any() else math.nan) for m, a in arr.items()}
-    return {"video": name, "frames": len(rows), "nan_frames": nan_frames, "mean": means,
-            "per_frame": {m: [None if math.isnan(x) else x for x in a.tolist()] for m, a in arr.items()}}
+    used = {m: int(np.isfinite(a).sum()) for m, a in arr.items()}
+    left_out = int(np.sum(~np.any([np.isfinite(arr[m]) for m in METRICS], axis=0))) if rows else 0
+    means = {m: (float(np.mean(a[np.isfinite(a)])) if used[m] else math.nan) for m, a in arr.items()}
+    return {"video": name, "frames": len(rows), "used": used, "left_out": left_out, **(reasons or {}),
+            "mean": means, "per_frame": {m: [None if math.isnan(x) else x for x in a.tolist()] for m, a in arr.items()}}
 
 
 # ------------------------------------------------------------------ running a protocol
@@ -171,8 +194,8 @@ def _check_run(out: Path, settings: dict) -> None:
         old = json.loads(path.read_text())
         if old != settings:
             changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-            raise EvalError(f"{out}: holds an evaluation with other settings ({', '.join(changed)}); "
-                            f"use another --out")
+            raise EvalError(f"{out}: holds an evaluation with other settings ({', '.join(changed)}); resuming "
+                            f"would mix the two; use another --out")
     else:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: tmp.write_text(json.dumps(settings, indent=2)))
@@ -220,8 +243,10 @@ def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess:
 
     out = Path(out)
     batch = batch or default_batch(device)
-    settings = {**settings, "checkpoints": {str(c): _sha256(c) for c in {i.checkpoint for i in items}},
-                "postprocess": postprocess, "seed": seed}
+    # Everything that changes what the folder holds: a resumed run must not mix two evaluations
+    # (or add saved maps to only the videos scored after the restart).
+    settings = {**settings, "checkpoints": {str(c): _sha256(c) for c in sorted({i.checkpoint for i in items})},
+                "postprocess": postprocess, "seed": seed, "save_maps": save_maps, "format": RECORD_FORMAT}
     _check_run(out, settings)
     models: dict[Path, torch.nn.Module] = {}
     records = []
@@ -271,37 +296,134 @@ def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess:
 # ------------------------------------------------------------------ scoring other models' maps
 
 _NUM = re.compile(r"(\d+)(?!.*\d)")
+PREDICTION_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
-def prediction_files(folder: Path) -> dict[int, Path]:
-    """Frame index (0-based) → image, from the last number in each file name (1-based)."""
-    out = {}
-    for p in folder.iterdir():
-        if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):
+def prediction_files(folder: Path) -> dict[int, list[Path]]:
+    """The number in each image's name (its last digits) → the files carrying it."""
+    out: dict[int, list[Path]] = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in PREDICTION_SUFFIXES:
             m = _NUM.search(p.stem)
             if m:
-                out[int(m.group(1)) - 1] = p
+                out.setdefault(int(m.group(1)), []).append(p)
     return out
 
 
-def score_folder(pred_dir: Path, items: list[Item], *, postprocess: bool, seed: int = 0,
-                 progress: bool = True) -> list[dict]:
-    """Score predicted maps stored as ``PRED_DIR/[<dataset>/]<video>/<…number>.png``."""
-    from tqdm import tqdm
+def _check_duplicates(folder: Path, files: dict[int, list[Path]]) -> None:
+    dupes = {num: ps for num, ps in files.items() if len(ps) > 1}
+    if dupes:
+        num, ps = min(dupes.items())
+        raise EvalError(f"{folder}: {len(dupes)} frame number(s) have more than one file, e.g. "
+                        f"{ps[0].name} and {ps[1].name} (both number {num}); keep one file per frame")
 
-    from .data.datasets import read_map
 
-    records = []
-    for item in tqdm(items, unit="video", disable=not progress):
+def _first_number(where: Path, found: dict[str, tuple[dict[int, list[Path]], int]]) -> int:
+    """0 or 1, from what the files of every video say (see :func:`read_predictions`)."""
+    zero = [key for key, (files, _) in found.items() if 0 in files]
+    one = [key for key, (files, n) in found.items() if files and max(files) >= n]
+    both = sorted(set(zero) & set(one))
+    if both:
+        n = found[both[0]][1]
+        raise EvalError(f"{where}: {both[0]} has files numbered 0 and {n}: more numbers than its {n} frames; "
+                        f"pass --first-frame 0 or 1")
+    if zero and one:
+        raise EvalError(f"{where}: some videos are numbered from 0 (e.g. {zero[0]}), others from 1 "
+                        f"(e.g. {one[0]}); number every video alike, or pass --first-frame")
+    if not (zero or one):
+        raise EvalError(f"{where}: cannot tell whether file numbers start at 0 or 1 (no file is numbered 0, "
+                        f"none numbered like a video's last frame); expected <…N>.png with N = 1…n (as "
+                        f"eyeMap_00001.png) or 0…n−1; pass --first-frame 0 or 1")
+    return 0 if zero else 1
+
+
+def folder_frames(folder: Path, n: int, first: int | None = None) -> dict[int, Path]:
+    """Frame (0-based) → image of one video's folder of maps, numbered as
+    :func:`read_predictions` reads them."""
+    files = prediction_files(folder)
+    _check_duplicates(folder, files)
+    first = _first_number(folder, {folder.name: (files, n)}) if first is None else first
+    return {num - first: ps[0] for num, ps in files.items() if 0 <= num - first < n}
+
+
+@dataclass
+class PredictionIndex:
+    """What ``read_predictions`` found: per item key, frame (0-based) → file; the
+    numbering it used; the frames without a prediction and the files it ignored."""
+
+    files: dict[str, dict[int, Path]]
+    first: int
+    inferred: bool
+    missing: list[tuple[str, int]]
+    extra: list[Path]
+
+    def summary(self) -> list[str]:
+        n = sum(len(f) for f in self.files.values())
+        how = "inferred" if self.inferred else "as given"
+        lines = [f"read {n} prediction file(s) for {len(self.files)} video(s); file numbers start at "
+                 f"{self.first} ({how}): frame 1 is number {self.first}"]
+        if self.missing:
+            key, k = self.missing[0]
+            lines.append(f"missing predictions: {len(self.missing)} frame(s), e.g. {key} frame {k + 1} "
+                         f"(number {k + self.first}); those frames are left out")
+        if self.extra:
+            lines.append(f"ignored: {len(self.extra)} file(s) numbered past their video's frames, e.g. "
+                         f"{self.extra[0]}")
+        return lines
+
+
+def read_predictions(pred_dir: Path, items: list[Item], first: int | None = None) -> PredictionIndex:
+    """Index the predicted maps ``PRED_DIR/[<dataset>/]<video>/<…N>.png`` of every item.
+
+    N is the last number in a file's name. Whether N counts frames from 0 or from 1 is
+    inferred from the files only when they say so: a video with a file numbered 0 is
+    numbered from 0, one with a file numbered n (its frame count) from 1. If no video
+    says, or videos disagree, it is an error asking for ``first``. Two files with one
+    number are an error naming both.
+    """
+    found: dict[str, tuple[dict[int, list[Path]], int]] = {}
+    for item in items:
         folder = next((d for d in (pred_dir / item.dataset / item.video.name, pred_dir / item.video.name)
                        if d.is_dir()), None)
         if folder is None:
             raise EvalError(f"{pred_dir}: no predictions for {item.dataset}/{item.video.name} "
                             f"(expected {pred_dir / item.video.name}/)")
         files = prediction_files(folder)
+        _check_duplicates(folder, files)
+        found[item.key] = (files, len(item.video))
+    inferred = first is None
+    if first is None:
+        first = _first_number(pred_dir, found)
+    index = PredictionIndex({}, first, inferred, [], [])
+    for key, (files, n) in found.items():
+        index.files[key] = {num - first: ps[0] for num, ps in files.items() if 0 <= num - first < n}
+        index.extra += [ps[0] for num, ps in sorted(files.items()) if not 0 <= num - first < n]
+        index.missing += [(key, k) for k in range(n) if k not in index.files[key]]
+    return index
+
+
+def score_folder(index: PredictionIndex, items: list[Item], *, postprocess: bool, seed: int = 0,
+                 progress: bool = True) -> list[dict]:
+    """Score the predicted maps ``read_predictions`` indexed, exactly as ``evaluate`` scores
+    its own. An unreadable prediction is reported once and left out like a missing one."""
+    from tqdm import tqdm
+
+    from .data.datasets import read_map
+
+    records = []
+    for item in tqdm(items, unit="video", disable=not progress):
+        files = index.files[item.key]
 
         def pred(k: int, files=files) -> np.ndarray | None:
-            return read_map(files[k]).astype(np.float64) if k in files else None
+            if k not in files:
+                return None
+            try:
+                return read_map(files[k]).astype(np.float64)
+            except DataError as e:
+                import warnings
+
+                warnings.warn(f"{e}; frame left out", EvalWarning, stacklevel=2)
+                return None
 
         record = score_video(item.video, pred, postprocess=postprocess, seed=seed)
         records.append({**record, "dataset": item.dataset, "split": item.split})
@@ -311,8 +433,9 @@ def score_folder(pred_dir: Path, items: list[Item], *, postprocess: bool, seed: 
 # ------------------------------------------------------------------ reports
 
 def aggregate(records: list[dict], kinds: dict[str, str] | None = None) -> list[dict]:
-    """Per dataset (and per dataset and kind): the mean over videos of the per-video means,
-    frames excluded for NaN, and DHF1K's frame average."""
+    """Per dataset (and per dataset and kind): for each metric the mean over videos of the
+    per-video means (videos where the metric is defined), the frames it used, and DHF1K's
+    average over those frames."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in records:
         groups.setdefault((r["dataset"], "all"), []).append(r)
@@ -321,12 +444,13 @@ def aggregate(records: list[dict], kinds: dict[str, str] | None = None) -> list[
     rows = []
     for (dataset, kind), rs in groups.items():
         row = {"dataset": dataset, "kind": kind, "videos": len(rs), "frames": sum(r["frames"] for r in rs),
-               "nan_frames": sum(r["nan_frames"] for r in rs)}
+               "left_out": sum(r["left_out"] for r in rs)}
         for m in METRICS:
             vals = np.array([r["mean"][m] for r in rs], dtype=np.float64)
             frames = np.array([x for r in rs for x in r["per_frame"][m] if x is not None], dtype=np.float64)
-            row[m] = float(np.nanmean(vals)) if np.isfinite(vals).any() else math.nan
+            row[m] = float(vals[np.isfinite(vals)].mean()) if np.isfinite(vals).any() else math.nan
             row[f"{m}_frame_avg"] = float(frames.mean()) if frames.size else math.nan
+            row[f"{m}_frames"] = int(frames.size)
         rows.append(row)
     order = {d: i for i, d in enumerate(STAVIS_DATABASES)}
     return sorted(rows, key=lambda r: (order.get(r["dataset"], 99), r["dataset"], r["kind"] != "all", r["kind"]))
@@ -338,26 +462,39 @@ def _fmt(x: float, metric: str) -> str:
     return f"{x:.2f}" if metric == "nss" else f"{x:.3f}"
 
 
+def _used(row: dict) -> str:
+    """Frames each metric used: one number when they agree."""
+    counts = [row[f"{m}_frames"] for m in METRICS]
+    if len(set(counts)) == 1:
+        return str(counts[0])
+    return ", ".join(f"{LABELS[m][:-1]} {row[f'{m}_frames']}" for m in METRICS)
+
+
 def markdown(rows: list[dict], model: str, *, protocol: str, postprocess: bool) -> str:
     """Tables in the layout of the paper's Tables I–II (plus KL and sAUC)."""
     main = [r for r in rows if r["kind"] == "all"]
     lines = [f"# Evaluation of {model}", "",
              f"Protocol: {protocol}. Scores are averaged per video, then over videos. "
              f"Post-processing: {'STAViS (scale to [0, 1], Gaussian σ = 2)' if postprocess else 'none'}. "
-             "Frames whose ground truth is missing or scores NaN (no fixations, constant map) are left out.", ""]
+             "Each metric is averaged over the frames that have what it needs: a prediction and, for SIM, CC "
+             "and KL, a ground-truth map that is not all zero; for NSS, AUC-J and sAUC, at least one fixation. "
+             "'Frames used' counts them; 'left out' counts frames used by no metric.", ""]
     header = "| Method | " + " | ".join(f"{r['dataset']} {LABELS[m]}" for r in main for m in TABLE_METRICS) + " |"
     lines += [header, "|" + "---|" * (1 + len(main) * len(TABLE_METRICS)),
               f"| {model} | " + " | ".join(_fmt(r[m], m) for r in main for m in TABLE_METRICS) + " |", ""]
-    lines += ["| Dataset | Kind | Videos | Frames | Frames left out | " + " | ".join(LABELS[m] for m in METRICS)
-              + " |", "|" + "---|" * (5 + len(METRICS))]
+    lines += ["| Dataset | Kind | Videos | Frames | Frames used | Left out | " + " | ".join(LABELS[m] for m in METRICS)
+              + " |", "|" + "---|" * (6 + len(METRICS))]
     for r in rows:
-        lines.append(f"| {r['dataset']} | {r['kind']} | {r['videos']} | {r['frames']} | {r['nan_frames']} | "
-                     + " | ".join(_fmt(r[m], m) for m in METRICS) + " |")
+        lines.append(f"| {r['dataset']} | {r['kind']} | {r['videos']} | {r['frames']} | {_used(r)} | "
+                     f"{r['left_out']} | " + " | ".join(_fmt(r[m], m) for m in METRICS) + " |")
     if any(r["dataset"] == "DHF1K" for r in rows):
         lines += ["", "DHF1K's benchmark averages over frames: "
                   + ", ".join(f"{LABELS[m]} {_fmt(r[m + '_frame_avg'], m)}" for r in rows
                               if r["dataset"] == "DHF1K" and r["kind"] == "all" for m in TABLE_METRICS)]
     return "\n".join(lines) + "\n"
+
+
+VIDEO_FIELDS = ("dataset", "split", "video", "frames", "left_out", "no_prediction", "no_density", "no_fixations")
 
 
 def write_reports(out: Path, records: list[dict], rows: list[dict], *, model: str, protocol: str,
@@ -372,10 +509,14 @@ def write_reports(out: Path, records: list[dict], rows: list[dict], *, model: st
                 writer.writerows(data)
         atomic_write(path, w)
 
-    write_csv(out / "per_video.csv", ["dataset", "split", "video", "frames", "nan_frames", *METRICS],
-              [{**{k: r[k] for k in ("dataset", "split", "video", "frames", "nan_frames")}, **r["mean"]}
+    write_csv(out / "per_video.csv", [*VIDEO_FIELDS, *METRICS, *(f"{m}_frames" for m in METRICS)],
+              [{**{k: r.get(k) for k in VIDEO_FIELDS}, **r["mean"], **{f"{m}_frames": r["used"][m] for m in METRICS}}
                for r in records])
     write_csv(out / "per_dataset.csv", list(rows[0]) if rows else ["dataset"], rows)
+    write_csv(out / "per_frame.csv", ["dataset", "split", "video", "frame", *METRICS],
+              ({"dataset": r["dataset"], "split": r["split"], "video": r["video"], "frame": k + 1,
+                **{m: ("" if r["per_frame"][m][k] is None else repr(r["per_frame"][m][k])) for m in METRICS}}
+               for r in records for k in range(r["frames"])))
     _save_json(out / "results.json", {"model": model, "protocol": protocol, "postprocess": postprocess,
                                       "datasets": rows,
                                       "videos": [{k: v for k, v in r.items() if k != "per_frame"} for r in records]})
@@ -402,5 +543,6 @@ def plan_or_fail(data: Path, dataset: str, split: str, checkpoints: Sequence[Pat
     return items
 
 
-__all__ = ["EvalError", "Item", "aggregate", "default_postprocess", "markdown", "plan", "plan_or_fail",
-           "run_evaluation", "score_folder", "score_video", "video_kinds", "write_reports"]
+__all__ = ["EvalError", "EvalWarning", "Item", "PredictionIndex", "aggregate", "default_postprocess", "folder_frames",
+           "markdown", "plan", "plan_or_fail", "read_predictions", "run_evaluation", "score_folder", "score_video",
+           "video_kinds", "write_reports"]

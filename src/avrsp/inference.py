@@ -1,12 +1,6 @@
-"""Sliding-window inference (REFERENCE §5): one T-frame window per frame, step 1, the
-prediction for the window's last frame.
-
-Frames T−1 … n−1 use the window that ends at them. Frames 0 … T−2 use the time-reversed
-window that starts at them (frames k+T−1 … k, so its last frame is k), with the audio
-excerpt reversed too. Where that window would run past the video's end (videos of fewer
-than 2T−1 frames), the frame gets the window ending at it with frame 0 repeated before
-the video's start, as training pads short clips; a video shorter than T frames gets only
-such windows, so every frame has a map.
+"""Sliding-window inference: one T-frame window per frame, step 1, the prediction for the
+window's last frame (the windows themselves: ``avrsp.windows``); the precision and
+device defaults; the threads that overlap decoding and writing with the model.
 """
 
 from __future__ import annotations
@@ -14,7 +8,6 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from dataclasses import dataclass
 from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
@@ -22,57 +15,32 @@ import torch
 
 from .config import ConfigError
 from .data.datasets import FrameSource
-from .media import SOUNDNET_RATE, clip_audio, frame_span
 from .models import AVRSP, to_channels_last_3d
-
-
-@dataclass(frozen=True)
-class Window:
-    frame: int               # the frame predicted (0-based)
-    indices: tuple[int, ...]  # frames fed to the model, oldest first
-    reverse: bool            # a time-reversed window (audio reversed too)
-
-    def audio(self, audio: np.ndarray | None, fps: float, frames: int, rate: int = SOUNDNET_RATE) -> np.ndarray:
-        """SoundNet input for this window (REFERENCE §2)."""
-        if self.reverse:
-            start, end = frame_span(self.frame, self.frame + frames - 1, fps)
-        else:
-            start, end = frame_span(self.frame - frames + 1, self.frame, fps)
-        return clip_audio(audio, rate, start, end, rate * frames // 10, reverse=self.reverse)
-
-
-def window(k: int, frames: int, exists) -> Window:
-    """The window that predicts frame ``k``; ``exists(i)`` tells whether frame i exists."""
-    if k >= frames - 1:
-        return Window(k, tuple(range(k - frames + 1, k + 1)), False)
-    if exists(k + frames - 1):
-        return Window(k, tuple(range(k + frames - 1, k - 1, -1)), True)
-    return Window(k, tuple(max(j, 0) for j in range(k - frames + 1, k + 1)), False)
-
-
-def windows(n: int, frames: int) -> Iterator[Window]:
-    """The window of every frame of an ``n``-frame video."""
-    for k in range(n):
-        yield window(k, frames, lambda i: i < n)
+from .windows import Window, window, windows  # noqa: F401 - re-exported: the protocol's windows
 
 
 class _FrameBuffer:
     """Frames of a stream kept only while a window may still need them (≤ 2T), read
-    ahead on demand; the stream's length is learnt when it ends."""
+    ahead on demand; the stream's length is learnt when it ends. Stream items are RGB
+    frames, or (frame, timestamp in seconds) pairs."""
 
-    def __init__(self, stream: Iterable[np.ndarray]):
+    def __init__(self, stream: Iterable):
         self._it = iter(stream)
         self._frames: dict[int, np.ndarray] = {}
+        self._times: dict[int, float | None] = {}
         self._next = 0
         self.length: int | None = None
 
     def exists(self, i: int) -> bool:
         while self.length is None and self._next <= i:
             try:
-                self._frames[self._next] = next(self._it)
-                self._next += 1
+                item = next(self._it)
             except StopIteration:
                 self.length = self._next
+                break
+            frame, t = item if isinstance(item, tuple) else (item, None)
+            self._frames[self._next], self._times[self._next] = frame, t
+            self._next += 1
         return i < self._next
 
     def get(self, indices: Iterable[int]) -> list[np.ndarray]:
@@ -81,9 +49,13 @@ class _FrameBuffer:
             raise IndexError(f"frame {max(indices)} is past the end ({self.length} frames)")
         return [self._frames[i] for i in indices]
 
+    def time(self, i: int) -> float | None:
+        return self._times.get(i)
+
     def drop_before(self, k: int) -> None:
         for i in [i for i in self._frames if i < k]:
             del self._frames[i]
+            del self._times[i]
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -259,7 +231,7 @@ def _batches(frames: Iterable[np.ndarray], n: int | None, T: int, fps: float, au
             needed = sorted({i for w in pending for i in w.indices})
             pos = {i: j for j, i in enumerate(needed)}
             index = np.array([[pos[i] for i in w.indices] for w in pending], dtype=np.int64)
-            sound = np.stack([w.audio(audio, fps, T) for w in pending]) if with_audio else None
+            sound = np.stack([w.audio(audio, fps, T, time=buffer.time) for w in pending]) if with_audio else None
             yield pending, np.stack(buffer.get(needed)), index, sound
             buffer.drop_before(pending[-1].frame - T + 2)  # the next window starts no earlier
             pending = []
@@ -280,7 +252,9 @@ def predict_frames(model: AVRSP, frames: FrameSource | Iterable[np.ndarray], n: 
     """``(k, map)`` for every frame k in order, each map float32 at the model's H×W, in (0, 1).
 
     ``frames`` is a FrameSource (read at the model's size) or an iterable of RGB frames
-    already at the model's size; ``n`` may be None for a stream of unknown length.
+    already at the model's size, or of (frame, timestamp) pairs, whose timestamps then
+    place each window's sound (variable frame rate video); ``n`` may be None for a
+    stream of unknown length.
     A background thread (:func:`prefetch`) decodes the frames and assembles each batch
     (its distinct frames, once, and the audio excerpts) while the model runs on the
     previous one. Memory holds at most 2T + batch frames plus two assembled batches,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-_EPS = 2.2204e-16  # MATLAB's eps, as in the benchmark's KL (REFERENCE §4)
+_EPS = 2.2204e-16  # MATLAB's eps, as in the benchmark's KL (docs/evaluation.md)
 
 
 def _as_distribution(x: torch.Tensor) -> torch.Tensor:

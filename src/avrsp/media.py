@@ -1,5 +1,5 @@
 """Video and audio through PyAV: streaming RGB frames, mono 22 050 Hz audio, and the
-per-clip audio excerpts SoundNet expects (REFERENCE §2).
+per-clip audio excerpts SoundNet expects (docs/data.md).
 
 Every failure is a :class:`MediaError` whose message is one line naming the file and the
 cause; recoverable oddities (no audio track) are a :class:`MediaWarning`.
@@ -16,7 +16,7 @@ import av
 import numpy as np
 
 SOUNDNET_RATE = 22050
-SOUNDNET_SCALE = 256.0  # SoundNet's input range is [-256, 256] (REFERENCE §2)
+SOUNDNET_SCALE = 256.0  # SoundNet's input range is [-256, 256] (docs/data.md)
 
 
 class MediaError(Exception):
@@ -180,32 +180,32 @@ def read_audio(path: str | Path, sample_rate: int = SOUNDNET_RATE, *, warn: bool
 
 def frame_span(first: int, last: int, fps: float) -> tuple[float, float]:
     """Start and end time (s) of frames ``first..last`` (0-based): frame k is centred at
-    k/fps and owns 1/fps seconds around its centre (REFERENCE §2)."""
+    k/fps and owns 1/fps seconds around its centre (docs/data.md)."""
     return (first - 0.5) / fps, (last + 0.5) / fps
 
 
 def clip_audio(audio: np.ndarray | None, sample_rate: int, start: float, end: float, length: int,
                *, reverse: bool = False) -> np.ndarray:
-    """SoundNet input for one clip (REFERENCE §2).
+    """SoundNet input for one clip, cut as STAViS and AViNet cut it (docs/data.md).
 
-    The excerpt ``[start, end)`` seconds of ``audio`` (zeros where it lies outside the
-    track) is multiplied by one Hanning window over its whole length, centred in a zero
-    buffer of ``length`` samples (22050/10·T for T frames) and scaled to [-256, 256].
-    ``reverse`` time-reverses the excerpt, for the reversed windows of REFERENCE §5. An
-    excerpt longer than the buffer (clips below 10 fps) keeps its centre part, windowed
-    over that part. ``audio=None`` (no track) gives silence.
+    The excerpt ``[start, end)`` seconds of ``audio`` is clamped to the track (a start
+    before 0 s becomes 0, an end past the track's end becomes its end, so near the ends
+    the excerpt is shorter rather than padded with silence), multiplied by one Hanning
+    window over its whole length, centred in a zero buffer of ``length`` samples
+    (22050/10·T for T frames) and scaled to [-256, 256]. ``reverse`` time-reverses the
+    excerpt, for the test protocol's reversed windows. An excerpt longer than the buffer
+    (clips below 10 fps) keeps its centre part, windowed over that part. ``audio=None``
+    (no track) gives silence.
     """
     out = np.zeros(length, np.float32)
     if audio is None:
         return out
-    a, b = int(round(start * sample_rate)), int(round(end * sample_rate))
+    a = max(int(round(start * sample_rate)), 0)
+    b = min(int(round(end * sample_rate)), len(audio))
     n = b - a
     if n <= 0:
         return out
-    excerpt = np.zeros(n, np.float32)
-    lo, hi = max(a, 0), min(b, len(audio))
-    if hi > lo:
-        excerpt[lo - a:hi - a] = audio[lo:hi]
+    excerpt = np.asarray(audio[a:b], np.float32)
     if n > length:
         cut = (n - length) // 2
         excerpt = excerpt[cut:cut + length]

@@ -1,5 +1,5 @@
 """Saliency metrics exactly as the MIT saliency benchmark's MATLAB code defines them
-(REFERENCE §4; Bylinskii et al., ``code_forMetrics``).
+(docs/evaluation.md; Bylinskii et al., ``code_forMetrics``).
 
 Each metric takes 2-D numpy arrays and returns a float. ``pred`` is resized to the
 ground truth's size first, like the reference, with :func:`imresize`, a port of MATLAB's
@@ -238,18 +238,34 @@ def stavis_postprocess(pred) -> np.ndarray:
 
 
 METRICS = ("sim", "cc", "nss", "auc_j", "kld", "sauc")
+#: Metrics scored against the continuous map, and against the fixations.
+DENSITY_METRICS = ("sim", "cc", "kld")
+FIXATION_METRICS = ("nss", "auc_j", "sauc")
 
 
 def score_frame(pred, density, fixations, other_fixations=None, *, seed: int | None = 0,
                 postprocess: bool = False) -> dict[str, float]:
-    """Every metric of the paper's tables for one frame (the prediction resized once)."""
+    """Every metric of the paper's tables for one frame (the prediction resized once).
+
+    A metric whose ground truth the frame lacks is NaN, so that the frame counts in no
+    average of it: the density metrics (SIM, CC, KL) need ``density`` with a non-zero
+    value, the fixation metrics (NSS, AUC-J, sAUC) at least one fixation. Either may be
+    None. (On an all-zero map the MATLAB functions return SIM 0 and KL 0, the best KL
+    there is; scoring such a frame would flatter every model, docs/evaluation.md.)
+    """
+    out = {m: float("nan") for m in METRICS}
+    g = None if density is None else np.asarray(density, dtype=np.float64)
+    f = None if fixations is None else _fixations(fixations)
+    has_density = g is not None and bool(g.any())
+    has_fixations = f is not None and bool(f.any())
+    if not (has_density or has_fixations):
+        return out
     p = stavis_postprocess(pred) if postprocess else np.asarray(pred, dtype=np.float64)
-    f = _fixations(fixations)
-    p = imresize(p, f.shape)
-    out = {
-        "sim": sim(p, density), "cc": cc(p, density), "nss": nss(p, f),
-        "auc_j": auc_judd(p, f, jitter=True, seed=seed), "kld": kld(p, density),
-    }
-    out["sauc"] = (auc_shuffled(p, f, other_fixations, seed=seed) if other_fixations is not None
-                   else float("nan"))
+    p = imresize(p, (g if has_density else f).shape)
+    if has_density:
+        out.update(sim=sim(p, g), cc=cc(p, g), kld=kld(p, g))
+    if has_fixations:
+        out.update(nss=nss(p, f), auc_j=auc_judd(p, f, jitter=True, seed=seed))
+        if other_fixations is not None:
+            out["sauc"] = auc_shuffled(p, f, other_fixations, seed=seed)
     return out

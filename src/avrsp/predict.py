@@ -84,7 +84,7 @@ class Predictor:
         ``frames``: T×H×W×3 uint8 RGB, any size (resized to the model's); T should be
         the model's window (``config.frames``). ``audio``: the clip's mono waveform in
         [-1, 1] at 22 050 Hz covering exactly those frames. It is windowed and scaled as
-        REFERENCE §2 says. ``None`` means silence; visual-only models ignore it.
+        docs/data.md says. ``None`` means silence; visual-only models ignore it.
         """
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -110,7 +110,7 @@ class Predictor:
             except MediaError as e:  # as for a file without sound: the pictures still say a lot
                 warnings.warn(f"{e}; using silence", MediaWarning, stacklevel=2)
         size = (self.config.height, self.config.width)
-        frames = (rgb for rgb, _ in iter_frames(path, size=size))
+        frames = iter_frames(path, size=size)  # (frame, timestamp): the sound follows each frame's time
         for _, m in predict_frames(self.model, frames, None, info.fps or 25.0, sound, batch=self.batch):
             yield resize_map(m, (info.height, info.width))
 

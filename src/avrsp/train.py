@@ -75,12 +75,16 @@ class InitConfig:
     """Starting weights. ``model``: an avrsp model file (e.g. stage 1 for stage 2); every
     tensor whose name and shape match is loaded, and the rest is reported. ``s3d`` /
     ``soundnet``: backbone state dicts in our layout (``avrsp weights import``).
-    ``freeze``: top-level parts kept fixed (e.g. [visual, audio_net])."""
+    ``freeze``: top-level parts kept fixed (e.g. [visual, audio_net]). ``fixed_bn``:
+    parts whose BatchNorm layers keep the statistics they were loaded with (eval mode)
+    while all their weights train; the stage-2 configs fix SoundNet's, whose deepest
+    layers see 3 values per channel per clip (docs/training.md)."""
 
     model: str = ""
     s3d: str = ""
     soundnet: str = ""
     freeze: tuple[str, ...] = ()
+    fixed_bn: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,9 +119,10 @@ class TrainConfig:
         if not 0 < self.data.val_fraction < 1:
             raise ConfigError("data.val_fraction must be in (0, 1)")
         parts = {"visual", "aspp", "lip", "ms", "mrg", "audio_net", "audio_proj", "fusion", "decoder"}
-        unknown = set(self.init.freeze) - parts
-        if unknown:
-            raise ConfigError(f"init.freeze: unknown part(s) {sorted(unknown)} (parts: {', '.join(sorted(parts))})")
+        for key in ("freeze", "fixed_bn"):
+            unknown = set(getattr(self.init, key)) - parts
+            if unknown:
+                raise ConfigError(f"init.{key}: unknown part(s) {sorted(unknown)} (parts: {', '.join(sorted(parts))})")
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -185,12 +190,21 @@ def setup_distributed(device: torch.device) -> Dist:
 
 
 def train_device(name: str) -> torch.device:
-    """The device of this process: with several CUDA processes, its LOCAL_RANK's GPU."""
+    """The device of this process: with several CUDA processes, its LOCAL_RANK's GPU. A
+    machine with fewer GPUs than processes is an error: NCCL needs one GPU per process,
+    and rank 1 of two on a one-GPU machine would otherwise ask for a cuda:1 that is not
+    there."""
     from .inference import resolve_device
 
     device = torch.device(resolve_device(name))
     if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+        gpus = torch.cuda.device_count()
+        if max(local_rank, local_world - 1) >= gpus:
+            raise ConfigError(f"device: {local_world} processes on this machine but {gpus} GPU(s); run torchrun "
+                              f"with --nproc_per_node {gpus} (one GPU per process), or device=cpu")
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     return device
 
@@ -291,6 +305,11 @@ def build_model(cfg: TrainConfig, log) -> AVRSP:
     model = AVRSP(cfg.model)
     if cfg.init.model:
         src = load_model(cfg.init.model)
+        if src.config.visual_norm != cfg.model.visual_norm:
+            # Its S3D was trained on frames normalised another way: every frame would be off.
+            raise ConfigError(f"init.model: {cfg.init.model} was trained with model.visual_norm="
+                              f"{src.config.visual_norm} but this run has {cfg.model.visual_norm}; set "
+                              f"model.visual_norm={src.config.visual_norm}")
         own = model.state_dict()
         theirs = src.state_dict()
         loaded = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
@@ -319,19 +338,31 @@ def build_model(cfg: TrainConfig, log) -> AVRSP:
             raise ConfigError(f"init.{part}: {path} does not fit the backbone "
                               f"({str(e).splitlines()[0]}; is the backbone width 1.0?)") from None
         log(f"init: {part} backbone from {path}")
+    for key in ("freeze", "fixed_bn"):
+        for part in getattr(cfg.init, key):
+            if getattr(model, part, None) is None:
+                raise ConfigError(f"init.{key}: this model has no '{part}'")
     for part in cfg.init.freeze:
-        module = getattr(model, part, None)
-        if module is None:
-            raise ConfigError(f"init.freeze: this model has no '{part}'")
-        for p in module.parameters():
+        for p in getattr(model, part).parameters():
             p.requires_grad_(False)
     return model
 
 
+def _fixed_bn_modules(model: AVRSP, cfg: TrainConfig) -> list[torch.nn.Module]:
+    """BatchNorm layers whose statistics training must not change: those of frozen parts
+    and of ``init.fixed_bn`` parts."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    parts = set(cfg.init.freeze) | set(cfg.init.fixed_bn)
+    return [m for part in sorted(parts) for m in getattr(model, part).modules() if isinstance(m, _BatchNorm)]
+
+
 def _set_frozen_eval(model: AVRSP, cfg: TrainConfig) -> None:
-    # A frozen part keeps its BatchNorm statistics too.
+    # A frozen part keeps its BatchNorm statistics (and any dropout off) too.
     for part in cfg.init.freeze:
         getattr(model, part).eval()
+    for m in _fixed_bn_modules(model, cfg):
+        m.eval()
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -388,8 +419,8 @@ def recompute_bn_stats(model: AVRSP, loader, device, autocast, cfg: TrainConfig,
     Running averages lag weights that change quickly, which flattens eval-mode maps."""
     from torch.nn.modules.batchnorm import _BatchNorm
 
-    frozen = {id(m) for part in cfg.init.freeze for m in getattr(model, part).modules()}
-    bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and id(m) not in frozen]
+    fixed = {id(m) for m in _fixed_bn_modules(model, cfg)}
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and id(m) not in fixed]
     momenta = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
@@ -407,30 +438,49 @@ def recompute_bn_stats(model: AVRSP, loader, device, autocast, cfg: TrainConfig,
                 buf.div_(dist_.world)
 
 
+#: Metrics reported at each validation, as ``avrsp evaluate`` defines them (sAUC needs a
+#: whole video's other frames, which a validation clip does not have).
+VAL_METRICS = ("sim", "cc", "kld", "nss", "auc_j")
+
+
 @torch.no_grad()
-def validate(model, loader, loss_fn, device, autocast, dist_: Dist) -> dict[str, float]:
+def validate(model, loader, loss_fn, device, autocast, dist_: Dist, videos) -> dict[str, float]:
+    """Eq. 19 on the validation clips at the training size (``loss``), and the paper's
+    metrics as ``avrsp evaluate`` computes them: each prediction resized to its frame's
+    full-resolution ground truth with MATLAB's ``imresize``, STAViS post-processing for the
+    audio-visual datasets (not DHF1K), a metric left out of its average where the frame
+    lacks its ground truth. So ``val_cc`` means what a table's CC means. ``videos`` maps
+    (dataset, name) to the AnnotatedVideo of each validation clip."""
+    from .evaluate import default_postprocess
+    from .metrics import score_frame
+
     model.eval()
-    sums = torch.zeros(6, dtype=torch.float64)  # loss, kl, cc, sim, nss, count
+    sums = torch.zeros(1 + 2 * len(VAL_METRICS) + 1, dtype=torch.float64)  # loss, (sum, count) per metric, clips
     for batch in loader:
         clip = batch["clip"].to(device)
         audio = batch["audio"].to(device) if "audio" in batch else None
         with autocast():
             pred = model(clip, audio)
-        target, fix = batch["map"].to(device), batch["fixations"].to(device)
+        target = batch["map"].to(device)
         for i in range(len(pred)):
-            loss, terms = loss_fn(pred[i:i + 1], target[i:i + 1], terms=True)
-            p = pred[i].float()
-            z = (p - p.mean()) / p.std().clamp_min(1e-8)
-            nss = z[fix[i] > 0].mean() if (fix[i] > 0).any() else torch.tensor(0.0)
-            sums += torch.tensor([loss.item(), terms["kl"].item(), terms["cc"].item(), terms["sim"].item(),
-                                  nss.item(), 1.0], dtype=torch.float64)
+            loss = loss_fn(pred[i:i + 1], target[i:i + 1])
+            video = videos[(batch["dataset"][i], batch["video"][i])]
+            k = batch["frame"][i]
+            scores = score_frame(pred[i].float().cpu().numpy(), video.saliency_map(k), video.fixations(k),
+                                 seed=k, postprocess=default_postprocess(video.dataset))
+            row = [loss.item()]
+            for m in VAL_METRICS:
+                row += [scores[m], 1.0] if np.isfinite(scores[m]) else [0.0, 0.0]
+            sums += torch.tensor(row + [1.0], dtype=torch.float64)
     if dist_.world > 1:
         sums = sums.to(device)
         dist.all_reduce(sums)
         sums = sums.cpu()
-    n = max(sums[5].item(), 1)
-    return {"loss": sums[0].item() / n, "kl": sums[1].item() / n, "cc": sums[2].item() / n,
-            "sim": sums[3].item() / n, "nss": sums[4].item() / n}
+    out = {"loss": sums[0].item() / max(sums[-1].item(), 1)}
+    for j, m in enumerate(VAL_METRICS):
+        total, count = sums[1 + 2 * j].item(), sums[2 + 2 * j].item()
+        out[m] = total / count if count else math.nan
+    return out
 
 
 @torch.no_grad()
@@ -453,8 +503,11 @@ def prediction_grid(model, dataset, n: int, device, autocast) -> np.ndarray:
 class Logs:
     """metrics.csv, TensorBoard and images; only rank 0 writes."""
 
-    FIELDS = ["epoch", "step", "lr", "train_loss", "train_kl", "train_cc", "train_sim", "val_loss", "val_kl",
-              "val_cc", "val_sim", "val_nss", "seconds"]
+    # train_*: Eq. 19 and its three terms on the training batches (the loss's own
+    # sum-normalised SIM); val_*: Eq. 19 on the validation clips, then the metrics as
+    # `avrsp evaluate` defines them (docs/training.md).
+    FIELDS = ["epoch", "step", "lr", "train_loss", "train_kl", "train_cc", "train_sim", "val_loss",
+              *(f"val_{m}" for m in VAL_METRICS), "seconds"]
 
     def __init__(self, run: Path, completed_epochs: int, resume_step: int, enabled: bool):
         self.enabled = enabled
@@ -473,7 +526,7 @@ class Logs:
     def _write_rows(self, rows: list[dict]) -> None:
         def w(tmp):
             with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, self.FIELDS)
+                writer = csv.DictWriter(f, self.FIELDS, extrasaction="ignore")  # columns of older versions go
                 writer.writeheader()
                 writer.writerows(rows)
         atomic_write(self.csv, w)
@@ -571,6 +624,7 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, log) -> Path:
     sampler = EpochSampler(len(train_set), cfg.batch_size * cfg.accumulate, dist_, cfg.seed, cfg.steps_per_epoch)
     loader_args = dict(num_workers=cfg.workers, collate_fn=_collate, worker_init_fn=_seed_worker,
                        persistent_workers=False, pin_memory=device.type == "cuda")
+    val_lookup = {(v.dataset, v.name): v for v in val_set.videos}
     val_idx = list(range(dist_.rank, len(val_set), dist_.world))
     val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, val_idx), batch_size=cfg.batch_size,
                                              **loader_args)
@@ -585,7 +639,7 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, log) -> Path:
         # Epoch 0: the starting point's validation scores, the baseline every later row improves on.
         if cfg.precise_bn:
             _precise_bn(model, train_set, cfg, dist_, loader_args, device, autocast, epoch=-1)
-        val = validate(model, val_loader, loss_fn, device, autocast, dist_)
+        val = validate(model, val_loader, loss_fn, device, autocast, dist_, val_lookup)
         logs.epoch({"epoch": 0, "step": 0, "lr": cfg.optim.lr, **{f"train_{k}": math.nan for k in
                     ("loss", "kl", "cc", "sim")}, **{f"val_{k}": v for k, v in val.items()}, "seconds": 0.0}, None)
         log(f"epoch 0 (start): val loss {val['loss']:.4f}, val CC {val['cc']:.3f}, SIM {val['sim']:.3f}")
@@ -642,7 +696,7 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, log) -> Path:
             _precise_bn(model, train_set, cfg, dist_, loader_args, device, autocast, epoch)
         # The unwrapped model: DDP's forward broadcasts buffers, and ranks hold unequal
         # numbers of validation clips, so a DDP forward here could deadlock.
-        val = validate(model, val_loader, loss_fn, device, autocast, dist_)
+        val = validate(model, val_loader, loss_fn, device, autocast, dist_, val_lookup)
         scheduler.step(val["loss"])
         done = max(n_batches - (start_batch if epoch == start_epoch else 0), 1) * cfg.accumulate
         row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],

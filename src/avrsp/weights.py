@@ -1,4 +1,4 @@
-"""Import the community's pretrained backbone weights (REFERENCE §2–3), and export ours.
+"""Import the community's pretrained backbone weights (docs/datasets.md), and export ours.
 
 Supported files:
 
@@ -28,7 +28,7 @@ import torch
 
 from .checkpoint import atomic_write, describe_mismatch
 
-#: Input conventions of the S3D sources (REFERENCE §3): the model always receives RGB in
+#: Input conventions of the S3D sources (docs/datasets.md): the model always receives RGB in
 #: [-1, 1] and converts to what its backbone was trained with (AVRSPConfig.visual_norm).
 NORMALIZATION = {
     "minus_one_one": {"description": "RGB scaled to [-1, 1] (S3D_kinetics400.pt)"},

@@ -1,4 +1,4 @@
-"""Readers for the dataset layouts of REFERENCE §1, and the training clip sampler.
+"""Readers for the dataset layouts of docs/datasets.md, and the training clip sampler.
 
 A dataset on disk becomes a list of :class:`AnnotatedVideo`. Each one gives
 full-resolution access for evaluation (``frame``, ``saliency_map``, ``fixations``,
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..media import SOUNDNET_RATE, MediaError, clip_audio, frame_span, iter_frames, read_audio, resize_rgb
+from ..media import SOUNDNET_RATE, MediaError, iter_frames, read_audio, resize_rgb
 
 STAVIS_DATABASES = ("AVAD", "Coutrot_db1", "Coutrot_db2", "DIEM", "ETMD_av", "SumMe")
 DHF1K_SPLITS = {"train": range(1, 601), "val": range(601, 701), "test": range(701, 1001)}
@@ -454,13 +454,18 @@ class ClipDataset(torch.utils.data.Dataset):
     """Training samples: T consecutive frames ending at a valid target frame.
 
     Item ``i`` draws from video ``i % len(videos)`` (``clips_per_video`` items per video
-    per epoch). The last frame is drawn uniformly among the video's frames whose map is
-    valid. The paper samples clips at random; these come from a generator seeded by
-    (seed, epoch, i), so any worker or rank reproduces them. A clip that would start
-    before frame 0 repeats frame 0 (videos shorter than T). Items are dicts:
-    ``clip`` 3×T×H×W in [-1, 1], ``audio`` 1×L (SoundNet scale; silence when the video
-    has none), ``map`` H×W in [0, 1], ``fixations`` H×W in {0, 1}, and ``video`` /
-    ``frame`` (0-based) / ``dataset``.
+    per epoch). As in the paper, the clip is T consecutive real frames: its last frame,
+    the target, is drawn uniformly among frames T−1 … n−1 whose map is valid. The clip and
+    its sound are the test protocol's window for that frame (``avrsp.windows``), so
+    training never sees a clip or a sound cut the protocol does not make. Only two cases
+    differ from a plain forward clip, exactly as at test time: a video shorter than T
+    frames (its clips repeat frame 0 before the video's start), and a video whose only
+    valid maps lie in its first T−1 frames (the time-reversed window starting at the
+    target, sound reversed too). The paper samples clips at random; these come from a
+    generator seeded by (seed, epoch, i), so any worker or rank reproduces them. Items
+    are dicts: ``clip`` 3×T×H×W in [-1, 1], ``audio`` 1×L (SoundNet scale; silence when
+    the video has none), ``map`` H×W in [0, 1], ``fixations`` H×W in {0, 1}, and
+    ``video`` / ``frame`` (0-based) / ``dataset``.
     """
 
     def __init__(self, videos: Sequence[AnnotatedVideo], frames: int, size: tuple[int, int], *,
@@ -481,23 +486,27 @@ class ClipDataset(torch.utils.data.Dataset):
         return len(self.videos) * self.clips_per_video
 
     def _target(self, video: AnnotatedVideo, rng: np.random.Generator) -> int:
+        n = len(video)
+        first = self.frames - 1 if n >= self.frames else 0  # a whole real clip ends here at the earliest
         for _ in range(self.max_tries):
-            k = int(rng.integers(len(video)))
+            k = int(rng.integers(first, n))
             if video.is_target(k):
                 return k
         # Few valid frames: scan once so a video with any valid map still yields one.
-        valid = [k for k in range(len(video)) if video.is_target(k)]
+        valid = [k for k in range(first, n) if video.is_target(k)] or [k for k in range(n) if video.is_target(k)]
         if not valid:
             raise DataError(f"{video.dataset}/{video.name}: no frame has a usable saliency map")
         return int(rng.choice(valid))
 
     def __getitem__(self, i: int) -> dict:
+        from ..windows import window
+
         video = self.videos[i % len(self.videos)]
         rng = np.random.default_rng([self.seed, self.epoch, i])
         k = self._target(video, rng)
-        first = k - self.frames + 1
-        indices = [max(j, 0) for j in range(first, k + 1)]
-        clip = to_model_frames(video.frames.read(indices), self.size)
+        n = len(video)
+        w = window(k, self.frames, lambda j: j < n)
+        clip = to_model_frames(video.frames.read(list(w.indices)), self.size)
         sal = video.saliency_map(k)
         fix = video.fixations(k)
         item = {
@@ -508,9 +517,7 @@ class ClipDataset(torch.utils.data.Dataset):
             "video": video.name, "frame": k, "dataset": video.dataset,
         }
         if self.use_audio:
-            start, end = frame_span(first, k, video.fps)
-            buffer = self.sample_rate * self.frames // 10
-            item["audio"] = torch.from_numpy(clip_audio(video.audio, self.sample_rate, start, end, buffer))[None]
+            item["audio"] = torch.from_numpy(w.audio(video.audio, video.fps, self.frames, self.sample_rate))[None]
         return item
 
 

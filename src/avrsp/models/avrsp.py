@@ -47,13 +47,15 @@ class AVRSPConfig:
     frames: int = 32                    # T, Section IV-B
     height: int = 224
     width: int = 384
-    sample_rate: int = 22050            # SoundNet's rate (REFERENCE §2)
+    sample_rate: int = 22050            # SoundNet's rate (docs/data.md)
     audio: bool = True                  # Table III "Audio"; False = Ours(V); fusion is then unused
     fusion: Fusion = "ravf"             # Table V
     fusion_layers: int = 2              # N stacked RAVF (or MBT) blocks; the paper does not give N
     heads: int = 8
     mlp_ratio: int = 4
     ret_activation: Literal["none", "sigmoid"] = "none"   # Eq. 2–3 as printed; see architecture.md
+    # F_av = X̂⁰ + γ·fusion(X̂⁰, F_a), γ per channel from 0: stage 2 starts as stage 1 (architecture.md)
+    fusion_residual: bool = False
     dropout: float = 0.0
     ms: bool = True                     # Table III "MS"
     mrg: bool = True                    # Table III "MRG"
@@ -69,7 +71,7 @@ class AVRSPConfig:
 
     @property
     def audio_samples(self) -> int:
-        """Length L of the audio buffer for one window: 22050/10 · T (REFERENCE §2)."""
+        """Length L of the audio buffer for one window: 22050/10 · T (docs/data.md)."""
         return self.sample_rate * self.frames // 10
 
     @property
@@ -137,12 +139,14 @@ class AVRSP(nn.Module):
             self.audio_proj = nn.Linear(self.audio_net.out_channels, dims[0])
             self.fusion = build_fusion(cfg.fusion, dims[0], cfg.heads, cfg.fusion_layers, cfg.mlp_ratio,
                                        cfg.ret_activation, cfg.dropout)
+            if cfg.fusion_residual:  # a parameter of the fusion part (freezing, counts, init)
+                self.fusion.register_parameter("residual_scale", nn.Parameter(torch.zeros(dims[0])))
         self.decoder = SaliencyDecoder(dims, m)
 
     def features(self, clip: torch.Tensor) -> list[torch.Tensor]:
         """X⁰..X³ (Section III-A): ASPP + LIP after each S3D encoder block."""
         if self.config.visual_norm == "kinetics_mean_std":
-            # torchvision's S3D weights: RGB in [0, 1], then their mean/std (REFERENCE §3).
+            # torchvision's S3D weights: RGB in [0, 1], then their mean/std (docs/datasets.md).
             mean = clip.new_tensor((0.43216, 0.394666, 0.37645)).view(1, 3, 1, 1, 1)
             std = clip.new_tensor((0.22803, 0.22145, 0.216989)).view(1, 3, 1, 1, 1)
             clip = ((clip + 1) / 2 - mean) / std
@@ -170,6 +174,8 @@ class AVRSP(nn.Module):
                 raise ValueError(f"audio must be B×1×L, got {tuple(audio.shape)}")
             fa = self.audio_proj(self.audio_net(audio).transpose(1, 2))     # B×N_a×C
             fav, relevance = self.fusion(xh[0], fa, return_relevance=return_relevance)
+            if self.config.fusion_residual:
+                fav = xh[0] + self.fusion.residual_scale.view(1, -1, 1, 1, 1).to(fav.dtype) * fav
         else:
             fav = xh[0]
 

@@ -119,9 +119,10 @@ class MS(nn.Module):
 
     ``widths`` are the channel counts of (Xʰ, Xᵐ, Xˡ); ``None`` marks a missing
     neighbour (X³ has no higher-resolution neighbour, X⁰ no lower one). Terms of
-    Eq. 10–11 that would need a missing neighbour are dropped. 𝒰 = upsample then
-    convolve, 𝒟 = downsample then convolve, 𝒞 = convolve; each convolution maps to the
-    channel count of the scale it produces, so scales of different widths combine.
+    Eq. 10–11 that would need a missing neighbour are dropped. 𝒰 = trilinear upsampling
+    then convolution, 𝒟 = block mean (average pooling, kernel = stride = the scales'
+    ratio; :func:`resize_to`) then convolution, 𝒞 = convolution; each convolution maps
+    to the channel count of the scale it produces, so scales of different widths combine.
     """
 
     def __init__(self, widths: tuple[int | None, int, int | None], bn_momentum: float = 0.1):
@@ -164,7 +165,9 @@ class MRG(nn.Module):
 
     F̂ = UpSample(F_av^{l-1}) (Eq. 13); G = GAP(σ(Conv(Cat(F̂, X̂ˡ)))) (Eq. 14), one gate
     per channel of F̂; F_gated = Conv(G ⊙ F̂) (Eq. 15), mapped to X̂ˡ's width. The gate's
-    convolution is 1×1×1 (its output is averaged over all positions anyway).
+    convolution is 1×1×1, a choice: the paper gives no kernel size, and a larger kernel
+    would not be equivalent, because the sigmoid comes before the average (σ of a wider
+    convolution, then GAP, is another gate, not the same gate computed more slowly).
     """
 
     def __init__(self, fav_channels: int, x_channels: int, bn_momentum: float = 0.1):

@@ -1,6 +1,6 @@
 """S3D visual backbone [25], laid out like the published Kinetics-400 weights.
 
-The module tree reproduces ``S3D_kinetics400.pt`` (REFERENCE §3) key for key:
+The module tree reproduces ``S3D_kinetics400.pt`` (docs/datasets.md) key for key:
 ``base.<i>`` for i in 0..15, ``SepConv3d`` = ``conv_s``/``bn_s``/``conv_t``/``bn_t``,
 ``BasicConv3d`` = ``conv``/``bn``, ``Mixed_*`` = ``branch0.0``, ``branch1.{0,1}``,
 ``branch2.{0,1}``, ``branch3.1``. The classifier (``fc.0``) is not built: AVRSP uses the
@@ -25,7 +25,7 @@ _MIXED = {
     "5c": (384, (192, 384), (48, 128), 128),
 }
 
-# base.<i> slices of the four encoder blocks (REFERENCE §3) and their (T, H, W) strides.
+# base.<i> slices of the four encoder blocks (docs/datasets.md) and their (T, H, W) strides.
 ENCODER_BLOCKS = ((0, 4), (4, 7), (7, 13), (13, 16))
 _REDUCTIONS = ((2, 4, 4), (2, 8, 8), (4, 16, 16), (8, 32, 32))
 
@@ -97,7 +97,7 @@ class S3DBackbone(nn.Module):
     ``width`` scales every channel count (1.0 is the published network; other values
     exist for the tiny test/demo configuration and cannot load published weights).
     At a 32×224×384 input the blocks give 192×16×56×96, 480×16×28×48, 832×8×14×24
-    and 1024×4×7×12 (REFERENCE §3). Input: RGB in [-1, 1], B×3×T×H×W.
+    and 1024×4×7×12 (docs/datasets.md). Input: RGB in [-1, 1], B×3×T×H×W.
     """
 
     def __init__(self, width: float = 1.0, bn_momentum: float = 1e-3):

@@ -1,4 +1,4 @@
-"""SoundNet8 audio backbone [24], laid out like ``soundnet8_final.pth`` (REFERENCE §2).
+"""SoundNet8 audio backbone [24], laid out like ``soundnet8_final.pth`` (docs/datasets.md).
 
 conv1..conv7 (kernels 64, 32, 16, 8, 4, 4, 4, all stride 2, with bias), BatchNorm + ReLU
 after each, max-pools of 8 after conv1 and conv2 and of 4 after conv5. Kernels are
