@@ -284,3 +284,21 @@ def test_relevance_maps_come_from_the_same_forward(tiny_cfg):
     for maps in relevance:
         assert maps["ret_a"].shape == maps["ret_v"].shape == (2, tiny_cfg.heads, na, t, h, w)
     assert avrsp.create_model(tiny_cfg, fusion="add").eval()(clip, audio, return_relevance=True)[1] is None
+
+
+@pytest.mark.parametrize("fusion", ["ravf", "add", "concat", "mbt"])
+def test_a_residual_fusion_starts_stage_two_exactly_where_stage_one_ended(fusion):
+    """fusion_residual: F_av = X̂⁰ + γ·fusion with γ = 0 at the start, so a stage-2 model
+    built from stage-1 weights predicts stage 1's maps until γ moves; γ trains."""
+    torch.manual_seed(0)
+    stage1 = avrsp.create_model("avrsp_tiny", audio=False).eval()
+    stage2 = avrsp.create_model("avrsp_tiny", fusion=fusion, fusion_residual=True)
+    missing = stage2.load_state_dict(stage1.state_dict(), strict=False).missing_keys
+    assert "fusion.residual_scale" in missing and all(k.split(".")[0] in ("audio_net", "audio_proj", "fusion")
+                                                      for k in missing)
+    clip, audio = torch.rand(2, 3, 8, 64, 96) * 2 - 1, torch.randn(2, 1, 17640) * 50
+    with torch.no_grad():
+        assert torch.equal(stage2.eval()(clip, audio), stage1(clip))
+    stage2.train()
+    stage2(clip, audio).mean().backward()
+    assert stage2.fusion.residual_scale.grad is not None and stage2.fusion.residual_scale.grad.abs().sum() > 0
