@@ -314,6 +314,17 @@ def cmd_visualize_relevance(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    if args.data is not None and not Path(args.data).is_dir():
+        raise ConfigError(f"--data {args.data}: not a directory")
+    serve(args.host, args.port, checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+          data=Path(args.data) if args.data else None, workdir=Path(args.workdir) if args.workdir else None,
+          max_upload_mb=args.max_upload_mb, device=args.device, precision=args.precision, batch=args.batch)
+    return 0
+
+
 def cmd_weights_import(args: argparse.Namespace) -> int:
     from .weights import NORMALIZATION, import_weights, save_imported
 
@@ -484,6 +495,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--other-audio", metavar="FILE", help="a second row with this file's sound (e.g. unrelated music)")
     q.add_argument("--out", required=True, metavar="FILE.png")
     q.set_defaults(func=cmd_visualize_relevance)
+
+    p = sub.add_parser("serve", help="a local web page to look at saliency frame by frame (the serve extra)",
+                       description="Upload a video (or use the demo clip), play it with its saliency, scrub to any "
+                                   "frame and see the map and RAVF's Ret_A/Ret_V, download the maps; with --data, "
+                                   "score a dataset's test videos frame by frame. docs/serve.md.")
+    p.add_argument("--checkpoint", metavar="FILE", help="an avrsp model file (default: the built-in model)")
+    p.add_argument("--data", metavar="ROOT", help="a dataset folder (STAViS layout or DHF1K) to browse with ground truth")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=500.0, help="largest accepted upload (default 500 MB)")
+    p.add_argument("--workdir", metavar="DIR", help="where jobs are kept (default: a temporary folder, removed on exit)")
+    _add_runtime_args(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("weights", help="import published backbone weights")
     w = p.add_subparsers(dest="weights_command", required=True, metavar="ACTION")

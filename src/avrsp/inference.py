@@ -260,12 +260,33 @@ def predict_frames(model: AVRSP, frames: FrameSource | Iterable[np.ndarray], n: 
     previous one. Memory holds at most 2T + batch frames plus two assembled batches,
     whatever the video's length.
     """
-    cfg = model.config
-    T, size = cfg.frames, (cfg.height, cfg.width)
-    stream = frames.stream(size) if isinstance(frames, FrameSource) else frames
-    for ws, unique, index, sound in prefetch(_batches(stream, n, T, fps, audio, batch, cfg.audio), 2):
+    for ws, unique, index, sound in _assembled(model, frames, n, fps, audio, batch):
         out = model(*model_inputs(model, unique, index, sound)).float().cpu().numpy()
         yield from ((w.frame, m) for w, m in zip(ws, out))
+
+
+@torch.no_grad()
+def predict_frames_with_relevance(model: AVRSP, frames: FrameSource | Iterable[np.ndarray], n: int | None,
+                                  fps: float, audio: np.ndarray | None, *, batch: int = 1
+                                  ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None, np.ndarray | None]]:
+    """:func:`predict_frames`, plus RAVF's Ret_A and Ret_V of each frame's window (Fig. 6):
+    ``(k, map, ret_a, ret_v)``, the Ret maps of the last RAVF block averaged over heads,
+    audio tokens and time, float32 on X⁰'s H×W grid; None for models without RAVF."""
+    for ws, unique, index, sound in _assembled(model, frames, n, fps, audio, batch):
+        clip, wave = model_inputs(model, unique, index, sound)
+        if model.config.audio and model.config.fusion == "ravf":
+            out, relevance = model(clip, wave, return_relevance=True)
+            ret = [relevance[-1][key].float().mean(dim=(1, 2, 3)).cpu().numpy() for key in ("ret_a", "ret_v")]
+        else:
+            out, ret = model(clip, wave), [[None] * len(ws)] * 2
+        out = out.float().cpu().numpy()
+        yield from ((w.frame, m, a, v) for w, m, a, v in zip(ws, out, ret[0], ret[1]))
+
+
+def _assembled(model: AVRSP, frames, n: int | None, fps: float, audio: np.ndarray | None, batch: int):
+    cfg = model.config
+    stream = frames.stream((cfg.height, cfg.width)) if isinstance(frames, FrameSource) else frames
+    return prefetch(_batches(stream, n, cfg.frames, fps, audio, batch, cfg.audio), 2)
 
 
 def model_inputs(model: AVRSP, unique: np.ndarray, index: np.ndarray,

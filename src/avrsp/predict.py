@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import av
 import numpy as np
@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 
 from .checkpoint import atomic_write, load_model
-from .inference import (Background, default_batch, model_inputs, predict_frames, prefetch, prepare,
-                        resolve_device, resolve_precision)
+from .inference import (Background, default_batch, model_inputs, predict_frames, predict_frames_with_relevance,
+                        prefetch, prepare, resolve_device, resolve_precision)
 from .media import SOUNDNET_RATE, MediaError, MediaWarning, clip_audio, iter_frames, probe, read_audio, resize_rgb
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
@@ -102,17 +102,33 @@ class Predictor:
     def predict_video(self, path: str | Path, *, audio: bool = True) -> Iterator[np.ndarray]:
         """Each frame's map (float32 in (0, 1)) at the video's displayed resolution, in
         order, lazily. A video without audio is predicted with silence after one warning."""
+        for m, _, _ in self._predict(path, audio, relevance=False):
+            yield m
+
+    def predict_video_with_relevance(self, path: str | Path, *, audio: bool = True
+                                     ) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
+        """``(map, ret_a, ret_v)`` per frame: the map as :meth:`predict_video` gives it, and
+        RAVF's Ret_A / Ret_V for its window on X⁰'s grid (None without RAVF; Fig. 6)."""
+        yield from self._predict(path, audio, relevance=True)
+
+    def _predict(self, path: str | Path, audio: bool, relevance: bool):
         info = probe(path)
         sound = None
         if self.uses_audio and audio:
             try:
                 sound = read_audio(path)
             except MediaError as e:  # as for a file without sound: the pictures still say a lot
-                warnings.warn(f"{e}; using silence", MediaWarning, stacklevel=2)
+                warnings.warn(f"{e}; using silence", MediaWarning, stacklevel=3)
         size = (self.config.height, self.config.width)
         frames = iter_frames(path, size=size)  # (frame, timestamp): the sound follows each frame's time
-        for _, m in predict_frames(self.model, frames, None, info.fps or 25.0, sound, batch=self.batch):
-            yield resize_map(m, (info.height, info.width))
+        fps, shape = info.fps or 25.0, (info.height, info.width)
+        if relevance:
+            for _, m, ret_a, ret_v in predict_frames_with_relevance(self.model, frames, None, fps, sound,
+                                                                    batch=self.batch):
+                yield resize_map(m, shape), ret_a, ret_v
+        else:
+            for _, m in predict_frames(self.model, frames, None, fps, sound, batch=self.batch):
+                yield resize_map(m, shape), None, None
 
 
 # ------------------------------------------------------------------ outputs
@@ -271,12 +287,12 @@ class _OverlayWriter:
     one ``MediaWarning`` says why.
     """
 
-    def __init__(self, path: Path, source: Path, fps: float, width: int, height: int):
+    def __init__(self, path: Path, source: Path | None, fps: float, width: int, height: int):
         self.path, self.tmp = path, path.with_name(f".{path.name}.tmp.mp4")
         self.source = source
-        self.src = av.open(str(source))
+        self.src = av.open(str(source)) if source is not None else None  # None: no sound
         self.sound = None
-        if self.src.streams.audio:
+        if self.src is not None and self.src.streams.audio:
             sound = _SoundTrack(self.src, source)
             if sound.refused:
                 self._no_sound(f"the AAC encoder refuses {sound.rate} Hz {sound.layout} ({sound.refused})")
@@ -311,7 +327,8 @@ class _OverlayWriter:
             except (av.FFmpegError, ValueError, OSError) as e:
                 failed = str(e).splitlines()[0] or type(e).__name__
         self.out.close()
-        self.src.close()
+        if self.src is not None:
+            self.src.close()
         if failed:
             self._no_sound(f"{self.sound.codec} sound could not be converted ({failed})")
             self._drop_audio()
@@ -332,7 +349,8 @@ class _OverlayWriter:
     def abort(self) -> None:
         for c in (self.out, self.src):
             try:
-                c.close()
+                if c is not None:
+                    c.close()
             except Exception:  # noqa: BLE001 - already failing; the file is removed anyway
                 pass
         self.tmp.unlink(missing_ok=True)
@@ -347,9 +365,15 @@ class PredictResult:
 
 
 def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool = False, side_by_side: bool = False,
-                      overlay_video: bool = True, progress: bool = True) -> PredictResult:
+                      overlay_video: bool = True, progress: bool = True, frames: bool = False, relevance: bool = False,
+                      display_video: bool = False, on_frame: Callable[[int], None] | None = None) -> PredictResult:
     """Write ``out/maps/%05d.png`` (8-bit), ``out/<stem>_saliency.mp4`` and optionally
     ``out/maps.npz`` for one video. The PNGs hold the map × 255 (the model's own scale).
+
+    For ``avrsp serve``: ``frames`` also writes ``frames/%05d.jpg`` (at most 640 pixels
+    wide), ``relevance`` ``relevance.npz`` (``ret_a``, ``ret_v``: n × X⁰'s grid, for RAVF
+    models), ``display_video`` ``video.mp4`` (the frames as decoded, with the sound, for
+    a browser); ``on_frame(k)`` is called after each frame and may raise to stop.
 
     Everything is written into ``<out>.partial/`` first, and that folder becomes ``out``
     only once every output is complete, replacing an earlier ``out``. A video that fails
@@ -367,15 +391,24 @@ def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool
         shutil.rmtree(work)
     maps_dir = work / "maps"
     maps_dir.mkdir(parents=True)
-    writer = archive = bar = None
+    if frames:
+        (work / "frames").mkdir()
+    writers: list[_OverlayWriter] = []
+    writer = shown = archive = bar = None
+    rets: list[tuple[np.ndarray | None, np.ndarray | None]] = []
     t0 = time.time()
     n = 0
     try:
         width = info.width * (2 if side_by_side else 1)
-        writer = _OverlayWriter(work / f"{video.stem}_saliency.mp4", video, info.fps, width, info.height) \
-            if overlay_video else None
+        if overlay_video:
+            writer = _OverlayWriter(work / f"{video.stem}_saliency.mp4", video, info.fps, width, info.height)
+            writers.append(writer)
+        if display_video:
+            shown = _OverlayWriter(work / "video.mp4", video, info.fps, info.width, info.height)
+            writers.append(shown)
         archive = _NpzStream(work / "maps.npz") if npz else None
-        originals = prefetch((rgb for rgb, _ in iter_frames(video)), 4) if overlay_video else None
+        originals = prefetch((rgb for rgb, _ in iter_frames(video)), 4) if (writers or frames) else None
+        thumb = _thumbnail_size(info.width, info.height)
         bar = tqdm(total=info.frames or None, unit="frame", desc=video.name, disable=not progress,
                    dynamic_ncols=True)
 
@@ -384,26 +417,39 @@ def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool
                 np.round(np.clip(m, 0, 1) * 255).astype(np.uint8)).save(tmp, format="PNG"))
             if archive is not None:
                 archive.add(k, m)
+            if originals is None:
+                return
+            frame = next(originals)
             if writer is not None:
-                frame = next(originals)
-                shown = overlay(frame, m)
-                writer.add(np.concatenate([frame, shown], 1) if side_by_side else shown)
+                heat = overlay(frame, m)
+                writer.add(np.concatenate([frame, heat], 1) if side_by_side else heat)
+            if shown is not None:
+                shown.add(frame)
+            if frames:
+                Image.fromarray(frame).resize(thumb, Image.Resampling.BILINEAR).save(
+                    work / "frames" / f"{k + 1:05d}.jpg", quality=85)
 
         outputs = Background()
         try:
-            for k, m in enumerate(predictor.predict_video(video)):
+            for k, (m, ret_a, ret_v) in enumerate(predictor._predict(video, True, relevance)):
                 outputs.submit(write, k, m)
+                if relevance:
+                    rets.append((ret_a, ret_v))
                 n += 1
                 bar.update(1)
+                if on_frame is not None:
+                    on_frame(k)
         finally:
             outputs.close()
-        if writer is not None:
-            writer.close()
+        for w in writers:
+            w.close()
         if archive is not None:
             archive.close()
+        if relevance and rets and rets[0][0] is not None:
+            np.savez(work / "relevance.npz", ret_a=np.stack([a for a, _ in rets]), ret_v=np.stack([v for _, v in rets]))
     except BaseException as e:
-        if writer is not None:
-            writer.abort()
+        for w in writers:
+            w.abort()
         if archive is not None:
             archive.abort()
         cause = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -425,6 +471,11 @@ def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool
     else:
         work.replace(out)
     return PredictResult(video, out, n, time.time() - t0)
+
+
+def _thumbnail_size(width: int, height: int, most: int = 640) -> tuple[int, int]:
+    scale = min(1.0, most / max(width, 1))
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def collect_videos(inputs: list[str]) -> list[Path]:

@@ -72,7 +72,8 @@ def relevance_maps(relevance: list[dict], frame_shape: tuple[int, int], block: i
     maps = relevance[block]
     out = []
     for key in ("ret_a", "ret_v"):
-        m = maps[key][0].float().mean(dim=(0, 1, 2)).cpu().numpy()  # heads, audio tokens, time
+        # heads, audio tokens, time: as inference.predict_frames_with_relevance
+        m = maps[key][0].float().mean(dim=(0, 1, 2)).cpu().numpy()
         out.append(resize_map(m.astype(np.float32), frame_shape))
     return out[0], out[1]
 

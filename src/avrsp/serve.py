@@ -1,0 +1,445 @@
+"""``avrsp serve``: a local web page to look at saliency, frame by frame.
+
+A user uploads a video (or picks the bundled demo clip) and plays it with the predicted
+saliency over it, scrubs to any frame and sees the frame, the map and RAVF's Ret_A /
+Ret_V maps (Fig. 6) of that frame's window, and downloads the maps and the overlay video.
+With ``--data ROOT`` the page also lists the dataset's test videos: it predicts one with
+the test protocol, scores every frame as ``avrsp evaluate`` does, plots the scores along
+time and jumps to the worst frames.
+
+The stack is Starlette on uvicorn (the ``serve`` extra), with one static page of plain
+HTML and JavaScript: no build step, nothing fetched from the internet, and nothing added
+to the core install (docs/serve.md says why). Jobs run one at a time on one background
+thread, in the order they arrive, each in its own folder under a random 128-bit id that
+only its creator is told; nothing lists the jobs, so two users never see each other's
+results. Uploads are streamed to disk with a size limit, and every error reaches the
+page as one sentence, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import queue
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .config import ConfigError
+
+#: Finished jobs kept on disk; the oldest are removed beyond this.
+KEEP_JOBS = 20
+#: File names a job folder may serve (everything else is refused, whatever the path says).
+_SERVED = {"video.mp4", "overlay.mp4", "maps.npz", "maps.zip"}
+_SERVED_DIRS = {"frames": ".jpg", "heat": ".png", "gt": ".png", "ret_a": ".png", "ret_v": ".png"}
+
+
+class JobCancelled(Exception):
+    """Raised inside a job when its user cancelled it."""
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str                   # "video" (an upload or the demo) or "dataset"
+    name: str
+    folder: Path
+    state: str = "queued"       # queued, running, done, failed, cancelled
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    result: dict = field(default_factory=dict)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    finished: float = 0.0
+
+    def status(self, position: int | None = None) -> dict:
+        return {"id": self.id, "kind": self.kind, "name": self.name, "state": self.state, "done": self.done,
+                "total": self.total, "message": self.message, "queue_position": position,
+                "result": self.result if self.state == "done" else None}
+
+    def tick(self, k: int) -> None:
+        self.done = k + 1
+        if self.cancel.is_set():
+            raise JobCancelled()
+
+
+class Jobs:
+    """Jobs run one at a time on a background thread, first come first served."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.jobs: dict[str, Job] = {}
+        self.lock = threading.Lock()
+        self.queue: queue.Queue = queue.Queue()
+        self.waiting: list[str] = []
+        threading.Thread(target=self._work, name="avrsp-serve-jobs", daemon=True).start()
+
+    def submit(self, kind: str, name: str, run: Callable[[Job], dict], folder: Path | None = None) -> Job:
+        job_id = secrets.token_urlsafe(16)
+        folder = folder or self.root / job_id
+        folder.mkdir(parents=True, exist_ok=True)
+        job = Job(job_id, kind, name, folder)
+        with self.lock:
+            self.jobs[job_id] = job
+            self.waiting.append(job_id)
+        self.queue.put((job, run))
+        return job
+
+    def get(self, job_id: str) -> tuple[Job, int | None] | None:
+        with self.lock:
+            job = self.jobs.get(job_id)
+            position = self.waiting.index(job_id) + 1 if job_id in self.waiting else None
+        return (job, position) if job is not None else None
+
+    def _work(self) -> None:
+        while True:
+            job, run = self.queue.get()
+            with self.lock:
+                self.waiting.remove(job.id)
+            if job.cancel.is_set():
+                job.state = "cancelled"
+            else:
+                job.state = "running"
+                try:
+                    job.result = run(job)
+                    job.state, job.message = "done", ""
+                except JobCancelled:
+                    job.state, job.message = "cancelled", "cancelled"
+                except Exception as e:  # noqa: BLE001 - any failure is the job's, told to its page
+                    job.state, job.message = "failed", _one_line(e)
+            job.finished = time.time()
+            if job.state != "done":
+                shutil.rmtree(job.folder, ignore_errors=True)
+            self._forget_old()
+
+    def _forget_old(self) -> None:
+        with self.lock:
+            ended = sorted((j for j in self.jobs.values() if j.finished), key=lambda j: j.finished)
+            for job in ended[:-KEEP_JOBS]:
+                shutil.rmtree(job.folder, ignore_errors=True)
+                del self.jobs[job.id]
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+# ------------------------------------------------------------------ what a job computes
+
+def _scale(values: list[np.ndarray]) -> tuple[float, float]:
+    """One grey scale for a whole video's Ret maps, so brightness compares across frames."""
+    if not values:
+        return 0.0, 1.0
+    lo, hi = float(min(v.min() for v in values)), float(max(v.max() for v in values))
+    return lo, hi if hi > lo else lo + 1.0
+
+
+def video_job(predictor, video: Path) -> Callable[[Job], dict]:
+    """Predict ``video`` (an upload or the demo clip) into the job's folder."""
+    from .media import probe
+    from .predict import predict_to_folder
+
+    def run(job: Job) -> dict:
+        info = probe(video)
+        job.total = info.frames
+        out = job.folder / "out"
+        predict_to_folder(predictor, video, out, npz=True, overlay_video=True, progress=False, frames=True,
+                          relevance=True, display_video=True, on_frame=job.tick)
+        (out / f"{video.stem}_saliency.mp4").replace(out / "overlay.mp4")
+        n = len(list((out / "maps").glob("*.png")))
+        return {"frames": n, "fps": info.fps or 25.0, "width": info.width, "height": info.height,
+                "relevance": (out / "relevance.npz").is_file(), "ground_truth": False,
+                "audio": info.audio_rate is not None, "name": video.name}
+
+    return run
+
+
+def dataset_job(predictor, item, postprocess: bool) -> Callable[[Job], dict]:
+    """Predict one test video of ``--data`` with the test protocol and score every frame
+    exactly as ``avrsp evaluate`` does."""
+    from PIL import Image
+
+    from .evaluate import score_video
+    from .inference import predict_frames_with_relevance
+    from .predict import _OverlayWriter, _thumbnail_size, resize_map
+
+    def run(job: Job) -> dict:
+        video = item.video
+        n = len(video)
+        job.total = n
+        out = job.folder / "out"
+        for d in ("frames", "maps", "gt"):
+            (out / d).mkdir(parents=True, exist_ok=True)
+        first = video.frame(0)
+        h, w = first.shape[:2]
+        thumb = _thumbnail_size(w, h)
+        model = predictor.model
+        preds, rets = [], []
+        for k, m, ret_a, ret_v in predict_frames_with_relevance(
+                model, video.frames, n, video.fps, video.audio if model.config.audio else None, batch=predictor.batch):
+            preds.append(m)
+            rets.append((ret_a, ret_v))
+            job.tick(k)
+        job.message = "scoring"
+        record = score_video(video, lambda k: preds[k].astype(np.float64), postprocess=postprocess)
+        job.message = "writing"
+        wav = video.audio_path if video.audio is not None else None  # a broken track: no sound, as for the model
+        writer = _OverlayWriter(out / "video.mp4", wav, video.fps, w, h)
+        try:
+            maps = []
+            for k in range(n):
+                frame = video.frame(k)
+                writer.add(frame)
+                Image.fromarray(frame).resize(thumb, Image.Resampling.BILINEAR).save(
+                    out / "frames" / f"{k + 1:05d}.jpg", quality=85)
+                m = np.clip(resize_map(preds[k], (h, w)), 0, 1)
+                maps.append(m)
+                Image.fromarray(np.round(m * 255).astype(np.uint8)).save(out / "maps" / f"{k + 1:05d}.png")
+                gt = video.saliency_map(k)
+                if gt is not None:
+                    Image.fromarray(np.round(np.clip(gt, 0, 1) * 255).astype(np.uint8)).save(
+                        out / "gt" / f"{k + 1:05d}.png")
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        np.savez_compressed(out / "maps.npz", **{f"frame_{k + 1:05d}": m.astype(np.float32) for k, m in enumerate(maps)})
+        if rets and rets[0][0] is not None:
+            np.savez(out / "relevance.npz", ret_a=np.stack([a for a, _ in rets]), ret_v=np.stack([v for _, v in rets]))
+        per_frame = record["per_frame"]
+        return {"frames": n, "fps": video.fps, "width": w, "height": h, "relevance": rets[0][0] is not None,
+                "ground_truth": True, "audio": wav is not None, "name": f"{item.dataset}/{video.name}",
+                "scores": {m: per_frame[m] for m in ("cc", "nss", "sim", "auc_j", "kld")},
+                "means": record["mean"], "postprocess": postprocess}
+
+    return run
+
+
+# ------------------------------------------------------------------ files a job serves
+
+def _job_file(job: Job, name: str) -> tuple[bytes | Path, str]:
+    """The content (bytes or a file) and media type of ``name`` in ``job``'s outputs."""
+    from PIL import Image
+
+    from .predict import colormap
+
+    out = job.folder / "out"
+    if name in ("video.mp4", "overlay.mp4"):
+        return out / name, "video/mp4"
+    if name == "maps.npz":
+        return out / "maps.npz", "application/octet-stream"
+    if name == "maps.zip":
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # PNGs are compressed already
+            for p in sorted((out / "maps").glob("*.png")):
+                z.write(p, f"maps/{p.name}")
+        return buf.getvalue(), "application/zip"
+    folder, _, file = name.partition("/")
+    k = int(file.split(".")[0])
+    if folder == "frames":
+        return out / "frames" / f"{k:05d}.jpg", "image/jpeg"
+    if folder in ("heat", "gt"):
+        src = out / ("maps" if folder == "heat" else "gt") / f"{k:05d}.png"
+        if not src.is_file():
+            raise FileNotFoundError(name)
+        m = np.asarray(Image.open(src), np.float32) / 255
+        scaled = m / max(float(m.max()), 1e-8)
+        rgba = np.dstack([colormap(scaled), np.round(scaled * 255).astype(np.uint8)])  # see-through where cool
+        return _png(rgba), "image/png"
+    if folder in ("ret_a", "ret_v"):
+        with np.load(out / "relevance.npz") as z:
+            maps = z[folder]
+            lo, hi = _scale([maps])
+            m = (maps[k - 1] - lo) / (hi - lo)
+        return _png(np.round(np.clip(m, 0, 1) * 255).astype(np.uint8)), "image/png"
+    raise FileNotFoundError(name)
+
+
+def _png(arr: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _allowed(name: str) -> bool:
+    if name in _SERVED:
+        return True
+    folder, sep, file = name.partition("/")
+    suffix = _SERVED_DIRS.get(folder)
+    return bool(sep) and suffix is not None and file.endswith(suffix) and file[: -len(suffix)].isdigit()
+
+
+# ------------------------------------------------------------------ the app
+
+def create_app(checkpoint: Path | None = None, data: Path | None = None, *, workdir: Path | None = None,
+               max_upload_mb: float = 500.0, device: str = "auto", precision: str = "auto", batch: int | None = None):
+    """The Starlette application (also what the tests drive)."""
+    try:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+        from starlette.routing import Route
+    except ImportError:
+        raise ConfigError("avrsp serve needs its extra: pip install 'avrsp[serve]'") from None
+    from .evaluate import EvalError, default_postprocess, plan
+    from .predict import Predictor, built_in_notice, demo_video
+
+    predictor = Predictor(checkpoint, device=device, precision=precision, batch=batch)
+    model_line = built_in_notice() if checkpoint is None else f"model: {Path(checkpoint).name} ({predictor.config.name})"
+    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="avrsp-serve-"))
+    jobs = Jobs(root / "jobs")
+    uploads = root / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    limit = int(max_upload_mb * 2**20)
+
+    items = {}
+    if data is not None:
+        from .data.datasets import DataError, dhf1k_layout
+
+        try:
+            dataset = "DHF1K" if dhf1k_layout(data) else "stavis"
+            found = plan(Path(data), dataset, "1", [None]) if dataset == "DHF1K" else \
+                plan(Path(data), dataset, "all", [None, None, None])
+        except EvalError as e:
+            raise ConfigError(f"--data {data}: {_one_line(e)}") from None
+        except DataError as e:
+            raise ConfigError(f"--data {data}: {_one_line(e)}") from None
+        for item in found:
+            items.setdefault(f"{item.dataset}/{item.video.name}", item)
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    page = (resources.files("avrsp") / "web" / "index.html").read_text()
+
+    async def index(request: Request):
+        config = {"model": model_line, "max_upload_mb": max_upload_mb, "data": bool(items),
+                  "relevance": predictor.config.audio and predictor.config.fusion == "ravf"}
+        return HTMLResponse(page.replace("/*AVRSP_CONFIG*/{}", json.dumps(config)))
+
+    async def create_job(request: Request):
+        if request.query_params.get("demo"):
+            job = jobs.submit("video", demo_video().name, video_job(predictor, demo_video()))
+            return JSONResponse({"id": job.id}, status_code=201)
+        name = Path(request.headers.get("x-filename", "upload.mp4")).name or "upload.mp4"
+        declared = request.headers.get("content-length")
+        if declared is not None and int(declared) > limit:
+            return error(413, f"{name}: {int(declared) / 2**20:.0f} MB is over this server's limit of "
+                              f"{max_upload_mb:g} MB (avrsp serve --max-upload-mb)")
+        job_id = secrets.token_urlsafe(16)
+        target = uploads / job_id / name
+        target.parent.mkdir(parents=True)
+        size = 0
+        with open(target, "wb") as f:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    f.close()
+                    shutil.rmtree(target.parent, ignore_errors=True)
+                    return error(413, f"{name}: over this server's limit of {max_upload_mb:g} MB "
+                                      f"(avrsp serve --max-upload-mb)")
+                f.write(chunk)
+        if size == 0:
+            shutil.rmtree(target.parent, ignore_errors=True)
+            return error(400, f"{name}: the file is empty")
+        job = jobs.submit("video", name, _upload(target, name, video_job(predictor, target)))
+        return JSONResponse({"id": job.id}, status_code=201)
+
+    async def data_list(request: Request):
+        return JSONResponse({"videos": [{"key": key, "frames": len(item.video), "fps": item.video.fps}
+                                        for key, item in sorted(items.items())]})
+
+    async def data_job(request: Request):
+        try:
+            key = (await request.json())["key"]
+        except (ValueError, KeyError, TypeError):
+            return error(400, "expected {\"key\": \"<dataset>/<video>\"}")
+        if key not in items:
+            return error(404, f"{key}: not a test video of --data")
+        item = items[key]
+        job = jobs.submit("dataset", key, dataset_job(predictor, item, default_postprocess(item.dataset)))
+        return JSONResponse({"id": job.id}, status_code=201)
+
+    async def job_status(request: Request):
+        found = jobs.get(request.path_params["id"])
+        if found is None:
+            return error(404, "no such job (it may have expired)")
+        return JSONResponse(found[0].status(found[1]))
+
+    async def cancel(request: Request):
+        found = jobs.get(request.path_params["id"])
+        if found is None:
+            return error(404, "no such job (it may have expired)")
+        found[0].cancel.set()
+        return JSONResponse({"id": found[0].id, "cancelling": True})
+
+    async def job_file(request: Request):
+        found = jobs.get(request.path_params["id"])
+        name = request.path_params["name"]
+        if found is None or found[0].state != "done":
+            return error(404, "no such job, or it has not finished")
+        if not _allowed(name):
+            return error(404, f"{name}: no such file")
+        try:
+            content, media = _job_file(found[0], name)
+        except (FileNotFoundError, KeyError, ValueError):
+            return error(404, f"{name}: no such file")
+        download = name in ("overlay.mp4", "maps.zip", "maps.npz")
+        headers = {"Content-Disposition": f'attachment; filename="{Path(found[0].name).stem}_{name}"'} \
+            if download else {}
+        if isinstance(content, Path):
+            if not content.is_file():
+                return error(404, f"{name}: no such file")
+            return FileResponse(content, media_type=media, headers=headers)
+        return Response(content, media_type=media, headers=headers)
+
+    async def not_found(request: Request, exc):
+        return error(getattr(exc, "status_code", 500), getattr(exc, "detail", "server error"))
+
+    routes = [Route("/", index), Route("/api/jobs", create_job, methods=["POST"]),
+              Route("/api/jobs/{id}", job_status), Route("/api/jobs/{id}/cancel", cancel, methods=["POST"]),
+              Route("/api/jobs/{id}/files/{name:path}", job_file),
+              Route("/api/data", data_list), Route("/api/data/jobs", data_job, methods=["POST"])]
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found, 500: not_found})
+    app.state.jobs, app.state.root = jobs, root
+    return app
+
+
+def _upload(path: Path, name: str, run: Callable[[Job], dict]) -> Callable[[Job], dict]:
+    """``run`` on an uploaded file: its errors name the file as the user named it (not our
+    folder), and the upload is deleted whatever happened: outputs are what a job keeps."""
+    def wrapped(job: Job) -> dict:
+        try:
+            return run(job)
+        except JobCancelled:
+            raise
+        except Exception as e:  # noqa: BLE001 - reworded, then handled by Jobs like any failure
+            raise RuntimeError(_one_line(e).replace(str(path), name)) from None
+        finally:
+            shutil.rmtree(path.parent, ignore_errors=True)
+    return wrapped
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, **kwargs) -> None:
+    """Run the page until interrupted."""
+    app = create_app(**kwargs)
+    import uvicorn
+
+    print(f"avrsp serve: http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        if kwargs.get("workdir") is None:  # a temporary folder of ours
+            shutil.rmtree(app.state.root, ignore_errors=True)

@@ -1,0 +1,211 @@
+"""`avrsp serve` (issue 20): the page in a real browser (Debian's headless Chromium through
+its ChromeDriver), and the server's rules over HTTP: bad input is one sentence, uploads
+have a size limit, jobs can be cancelled, and nobody reaches a job without its id."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("starlette", reason="avrsp serve needs the serve extra: pip install 'avrsp[serve]'")
+
+from avrsp.data.synth import SynthConfig, write_dataset  # noqa: E402
+from avrsp.predict import demo_video  # noqa: E402
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "serve.png"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`avrsp serve` as a user starts it, on a free port, with a synthetic dataset to browse."""
+    root = tmp_path_factory.mktemp("serve")
+    write_dataset(root / "synth", SynthConfig(videos=3, frames=20, height=72, width=128, seed=6))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "avrsp", "serve", "--port", str(port), "--data",
+                             str(root / "synth" / "stavis"), "--max-upload-mb", "2", "--precision", "fp32",
+                             "--workdir", str(root / "work")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"avrsp serve exited: {proc.stdout.read()}")
+            time.sleep(0.2)
+    yield url, root
+    proc.terminate()
+    proc.wait(10)
+
+
+def call(url, data=None, headers=None, method=None):
+    request = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_for(url, job, states=("done", "failed", "cancelled"), seconds=120):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        status = json.loads(call(f"{url}/api/jobs/{job}")[1])
+        if status["state"] in states:
+            return status
+        time.sleep(0.2)
+    pytest.fail(f"job {job} did not finish: {status}")
+
+
+# ------------------------------------------------------------------ the server's rules, over HTTP
+
+def test_bad_input_is_one_sentence_and_nothing_leaks(server):
+    url, _ = server
+    code, body = call(f"{url}/api/jobs", b"this is not a video", {"X-Filename": "notes.mp4"}, "POST")
+    assert code == 201
+    status = wait_for(url, json.loads(body)["id"])
+    assert status["state"] == "failed" and status["message"].startswith("notes.mp4: cannot open")
+    assert "Traceback" not in status["message"] and "/uploads/" not in status["message"]
+    # Over the size limit (2 MB here): refused before anything is stored.
+    code, body = call(f"{url}/api/jobs", b"x" * (3 * 2**20), {"X-Filename": "big.mp4"}, "POST")
+    assert code == 413 and "over this server's limit of 2 MB" in json.loads(body)["error"]
+    # Nobody reaches a job without its id, and a job's folder serves only its outputs.
+    assert call(f"{url}/api/jobs/not-a-job")[0] == 404
+    assert call(f"{url}/api/jobs")[0] == 405  # no listing
+    code, body = call(f"{url}/api/jobs?demo=1", method="POST")
+    job = json.loads(body)["id"]
+    wait_for(url, job)
+    for name in ("../../../etc/passwd", "frames/..%2F..%2Fx.jpg", "out/maps/00001.png", "relevance.npz"):
+        code, body = call(f"{url}/api/jobs/{job}/files/{name}")
+        assert code == 404 and "Traceback" not in body.decode(), name
+    code, body = call(f"{url}/api/jobs/{job}/files/maps.zip")
+    assert code == 200 and len(zipfile.ZipFile(BytesIO(body)).namelist()) == 96
+
+
+def test_a_long_job_can_be_cancelled(server):
+    url, root = server
+    from avrsp.data.synth import _write_mp4, generate_video
+
+    cfg = SynthConfig(videos=3, frames=150, height=72, width=128, seed=8)
+    path = root / "long.mp4"
+    _write_mp4(path, generate_video(cfg, 0, "relevant"), cfg)
+    job = json.loads(call(f"{url}/api/jobs", path.read_bytes(), {"X-Filename": "long.mp4"}, "POST")[1])["id"]
+    wait_for(url, job, ("running",))
+    assert call(f"{url}/api/jobs/{job}/cancel", method="POST")[0] == 200
+    status = wait_for(url, job)
+    assert status["state"] == "cancelled" and status["done"] < 150
+    assert call(f"{url}/api/jobs/{job}/files/video.mp4")[0] == 404
+
+
+# ------------------------------------------------------------------ the page, in a real browser
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not (CHROMIUM and DRIVER):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (apt-get install chromium "
+                    "chromium-driver; .ci/run does)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extra")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--autoplay-policy=no-user-gesture-required", "--window-size=1400,1250",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)  # no download: the given driver
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def until(driver, check, seconds=120, what="the page"):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"{what} did not get there; status: {driver.find_element('id', 'status').text!r}, error: "
+                f"{driver.find_element('id', 'error').text!r}")
+
+
+def loaded(driver, element_id):
+    return driver.execute_script(f"const i = document.getElementById('{element_id}'); "
+                                 "return i.complete && i.naturalWidth > 0 ? i.src : null;")
+
+
+def test_the_page_plays_scrubs_and_scores_in_a_browser(server, browser, tmp_path):
+    url, _ = server
+    d = browser
+    d.get(url)
+    assert "avrsp" in d.title and "built-in avrsp_tiny" in d.find_element("id", "model").text
+    # Upload the demo clip as a user would: the file chooser, then Predict.
+    d.find_element("id", "file").send_keys(str(demo_video()))
+    d.find_element("id", "upload").click()
+    until(d, lambda: d.find_element("id", "status").text == "done", what="the upload")
+    assert d.find_element("id", "error").text == ""
+    # The video with its sound is there and plays.
+    ready = until(d, lambda: d.execute_script("const v = document.getElementById('video'); "
+                                              "return v.readyState >= 1 ? [v.duration, v.videoWidth] : null;"))
+    assert ready[0] > 6 and ready[1] == 256
+    assert until(d, lambda: loaded(d, "overlay"))
+    # Scrub to frame 40: every panel shows frame 40.
+    d.execute_script("const s = document.getElementById('scrubber'); s.value = 40; "
+                     "s.dispatchEvent(new Event('input'));")
+    for panel in ("overlay", "p-frame", "p-map", "p-ret-a", "p-ret-v"):
+        assert "00040" in until(d, lambda panel=panel: loaded(d, panel), what=panel)
+    assert d.find_element("id", "frame-no").text == "40"
+    assert abs(d.execute_script("return document.getElementById('video').currentTime;") - 39 / 15) < 0.1
+    # The opacity slider changes the overlay.
+    d.execute_script("const o = document.getElementById('opacity'); o.value = 0.2; o.dispatchEvent(new Event('input'));")
+    assert d.execute_script("return document.getElementById('overlay').style.opacity;") == "0.2"
+    d.execute_script("const o = document.getElementById('opacity'); o.value = 0.6; o.dispatchEvent(new Event('input'));")
+    links = {a.text: a.get_attribute("href") for a in d.find_elements("css selector", "#downloads a")}
+    assert set(links) == {"maps (.zip of PNGs)", "maps (.npz)", "overlay video"}
+    d.save_screenshot(str(tmp_path / "upload.png"))
+    # A dataset video: predicted, scored frame by frame, plotted; a worst frame is one click away.
+    d.execute_script("document.getElementById('dataset').selectedIndex = 0;")
+    d.find_element("id", "evaluate").click()
+    until(d, lambda: d.find_element("id", "scores-box").is_displayed() and
+          d.find_element("id", "status").text == "done", what="the dataset video")
+    scores = d.find_element("id", "scores").text
+    assert "CC" in scores and "NSS" in scores and "video mean" in scores
+    assert d.execute_script("return document.querySelectorAll('#plot path').length;") == 2
+    worst = d.find_elements("css selector", "#worst button")
+    assert worst
+    target = worst[0].get_attribute("data-frame")
+    worst[0].click()
+    assert d.find_element("id", "frame-no").text == target
+    assert target.zfill(5) in until(d, lambda: loaded(d, "p-gt"), what="ground truth")
+    d.execute_script("window.scrollTo(0, 0);")
+    d.save_screenshot(str(tmp_path / "dataset.png"))
+    if os.environ.get("AVRSP_DOCS_SCREENSHOT"):  # how docs/serve.png is made
+        shutil.copyfile(tmp_path / "dataset.png", DOCS_SCREENSHOT)
+    # Bad input on the page: one sentence, no stack trace.
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    d.find_element("id", "file").send_keys(str(bad))
+    d.find_element("id", "upload").click()
+    message = until(d, lambda: d.find_element("id", "error").text, what="the error")
+    assert message.startswith("notes.mp4: cannot open") and "Traceback" not in message
