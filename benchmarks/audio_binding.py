@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/audio_binding.py [--videos 1000] [--video-frames 16] [--steps 2400]
         [--size 64x96] [--oracle | --pitch-probe] [--init FILE] [--save FILE] [--json FILE] [--model '{"dims": [64, 32, 16, 16]}']
     .venv/bin/python benchmarks/audio_binding.py --score MODEL.safetensors [--val 5] [--generate 144x256]
+    .venv/bin/python benchmarks/audio_binding.py --select RUN_DIR --data ROOT [--val-videos 30] [--copy FILE]
 
 Trains an ``avrsp_tiny``-shaped network on relevant-audio videos from ``avrsp synth``'s
 renderer, kept in memory and never written to disk, so that many short videos (too many
@@ -17,7 +18,8 @@ colour from the same windows. If even the oracle goes unused, the obstacle is on
 visual side of the fusion, not in learning pitch. At the end a run measures how local
 the fusion tokens are (``cell_locality``): RAVF can only single out the sounding disc's
 cell if that cell's token describes that cell. ``--score`` judges a model file from
-``avrsp train`` by the acceptance test's measure, before the test is run.
+``avrsp train`` by the acceptance test's measure, before the test is run. ``--select``
+picks the checkpoint of a run on its validation videos (``make default-model``).
 docs/default_model.md records what each run gave.
 """
 
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 import avrsp
@@ -128,36 +130,14 @@ def cell_locality(model: nn.Module, clip: torch.Tensor) -> tuple[float, float]:
 
 
 def pitch_probe(args: argparse.Namespace, log=print) -> float:
-    """The audio side alone: the tiny SoundNet plus a linear layer, trained to name the
-    sounding colour from the same audio windows; returns held-out accuracy."""
-    torch.manual_seed(args.seed)
-    cfg = SynthConfig(videos=args.videos, frames=EVAL_FRAMES, height=36, width=64, seed=1000 + args.seed)
-    length = avrsp.get_config("avrsp_tiny", frames=args.frames).audio_samples
-    windows, labels = [], []
-    for i in range(args.videos):
-        v = generate_video(cfg, i, "relevant")
-        for k in range(args.frames - 1, cfg.frames):
-            start, end = frame_span(k - args.frames + 1, k, cfg.fps)
-            windows.append(clip_audio(v.audio, SOUNDNET_RATE, start, end, length))
-            labels.append(v.colours[v.sounding[k]])
-    x, y = torch.from_numpy(np.stack(windows))[:, None], torch.tensor(labels)
-    n_train = int(0.8 * len(x))  # windows are in video order: held out are the last videos' (one may be split)
-    net = SoundNet8(avrsp.get_config("avrsp_tiny").soundnet_width)
-    head = nn.Linear(net.out_channels, len(PALETTE))
-    optimizer = torch.optim.AdamW([*net.parameters(), *head.parameters()], lr=args.lr)
-    rng = np.random.default_rng(args.seed)
-    for _ in range(args.steps):
-        idx = torch.from_numpy(rng.integers(0, n_train, 16))
-        loss = nn.functional.cross_entropy(head(net(x[idx]).mean(-1)), y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    net.eval()
-    with torch.no_grad():
-        accuracy = float((head(net(x[n_train:]).mean(-1)).argmax(1) == y[n_train:]).float().mean())
-    log(f"SoundNet alone names the sounding colour in {accuracy:.0%} of held-out windows after {args.steps} steps")
-    if args.save:  # safetensors in SoundNet8's layout: what a training config's init.soundnet loads
-        save_file(net.state_dict(), args.save)
+    """The audio side alone (``avrsp.pretrain.pitch_probe``): SoundNet trained to name the
+    sounding colour; returns held-out accuracy, and saves SoundNet with ``--save``."""
+    from avrsp.pretrain import pitch_probe as probe, save_probe
+
+    state, accuracy = probe("avrsp_tiny", videos=args.videos, steps=args.steps, lr=args.lr, seed=args.seed,
+                            video_frames=EVAL_FRAMES, log=log)
+    if args.save:
+        save_probe(args.save, state)
     return accuracy
 
 
@@ -185,6 +165,44 @@ def score(args: argparse.Namespace, log=print, predictor=None) -> tuple[float, f
     log(f"{args.score}: peak on the sounding disc in {sound:.2f} of {frames} frames with sound, "
         f"{silence:.2f} with silence ({args.val} unseen videos at {h}×{w})")
     return sound, silence
+
+
+def select(args: argparse.Namespace, log=print) -> Path:
+    """``--select RUN``: score every checkpoint of an ``avrsp train`` run on its own
+    validation videos (the seeded holdout of its training fold, both kinds; never the
+    test fold) with the measures of ``avrsp ablate``, and pick the one that best meets
+    the built-in model's bars: on the sounding disc in ≥ 65 % of relevant frames with the
+    sound and ≤ 35 % with silence, music maps unchanged by the music (CC ≥ 0.95). The
+    margin is the smallest of the three distances past their bars; ``--copy`` copies
+    the winner."""
+    import shutil
+
+    import avrsp.ablate as ab
+    from avrsp.evaluate import Item, video_kinds
+    from avrsp.train import _videos, load_train_config
+
+    run_dir, data = Path(args.select), Path(args.data)
+    cfg = load_train_config(run_dir / "config.yaml")
+    _, val = _videos(cfg)
+    kinds = video_kinds(data)
+    items = [Item("SynthAV", "val", v) for kind in ("relevant", "music")
+             for v in [v for v in val if kinds.get(v.name) == kind][:args.val_videos]]
+    meta = json.loads((data / "synth.json").read_text())["config"]
+    study = ab.StudyConfig(height=meta["height"], width=meta["width"], device="cpu")
+    rows = []
+    for ck in sorted((run_dir / "ckpt").glob("step_*.safetensors")):
+        m = ab.measures(ab.evaluate_run(ck, study, data, items))
+        margin = min(m["hits_sound"] - 0.65, 0.35 - m["hits_silence"], m["music_agree_silence"] - 0.95)
+        rows.append((margin, ck, m))
+        log(f"{ck.name}: on the sounding disc {m['hits_sound']:.2f} with sound, {m['hits_silence']:.2f} with "
+            f"silence; music maps vs silence CC {m['music_agree_silence']:.3f}; relevant CC {m['relevant_cc']:.3f} "
+            f"(silence {m['relevant_cc_silence']:.3f}); margin {margin:+.3f}")
+    margin, best, _ = max(rows, key=lambda r: r[0])
+    log(f"selected {best.name} (margin {margin:+.3f}; {len(items)} validation videos)")
+    if args.copy:
+        shutil.copyfile(best, args.copy)
+        log(f"copied to {args.copy}")
+    return best
 
 
 def run(args: argparse.Namespace, log=print) -> dict:
@@ -262,6 +280,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--oracle", action="store_true", help="a perfect audio feature instead of SoundNet")
     p.add_argument("--pitch-probe", action="store_true",
                    help="train SoundNet alone to name the sounding colour (the audio side's capacity)")
+    p.add_argument("--select", default="", metavar="RUN",
+                   help="score each checkpoint of an avrsp train run on its validation videos; pick the best")
+    p.add_argument("--data", default="", metavar="ROOT", help="with --select: the avrsp synth dataset of the run")
+    p.add_argument("--val-videos", type=int, default=30, help="with --select: validation videos of each kind")
+    p.add_argument("--copy", default="", metavar="FILE", help="with --select: copy the selected checkpoint here")
     p.add_argument("--score", default="", metavar="FILE",
                    help="score a model file instead of training: the acceptance test's measure on --val videos")
     p.add_argument("--init", default="", help="start from a state dict saved by --save")
@@ -274,7 +297,9 @@ def parser() -> argparse.ArgumentParser:
 
 if __name__ == "__main__":
     arguments = parser().parse_args()
-    if arguments.score:
+    if arguments.select:
+        select(arguments)
+    elif arguments.score:
         score(arguments)
     elif arguments.pitch_probe:
         pitch_probe(arguments)

@@ -9,7 +9,8 @@ import avrsp.ablate as ab
 from avrsp.cli import main
 from avrsp.config import ConfigError
 
-TINY = ["videos=6", "frames=16", "epochs=1", "clips_per_video=1", "precise_bn=1", "ret_windows_per_video=2",
+TINY = ["videos=12", "frames=12", "height=72", "width=128", "stage1_epochs=1", "stage1_steps=2", "stage2_epochs=1",
+        "stage2_steps=2", "batch_size=2", "precise_bn=1", "probe_steps=20", "eval_videos=2", "workers=0",
         "device=cpu", "seeds=[0,1]", "tables=[V]"]
 FULL, VISUAL = ab.run_name({}), ab.run_name({"audio": False})
 
@@ -42,24 +43,45 @@ def test_equal_networks_share_runs_and_each_table_keeps_its_rows():
 
 def test_study_runs_resumes_and_reports(tmp_path, monkeypatch, capsys):
     out, md = tmp_path / "study", tmp_path / "results.md"
-    args = ["ablate", f"out={out}", *TINY, f"only=[{FULL},{VISUAL}]", "--write", str(md)]
+    args = ["ablate", f"out={out}", *TINY, f"only=[{FULL},{VISUAL},{ab.run_name({'fusion': 'add'})}]",
+            "--write", str(md)]
     md.write_text("# Results\n\nHand-written discussion that must survive.\n")
     assert main(args) == 0
     results = ab.load_results(out)
-    assert sorted((r["variant"], r["seed"]) for r in results) == [(FULL, 0), (FULL, 1), (VISUAL, 0), (VISUAL, 1)]
+    add = ab.run_name({"fusion": "add"})
+    assert sorted((r["variant"], r["seed"]) for r in results) == sorted(
+        (v, s) for v in (FULL, VISUAL, add) for s in (0, 1))
+    # One stage 1 per seed serves all three variants: they share the visual network.
+    assert sorted(p.parent.name for p in (out / "runs" / "stage1").glob("*/seed*/done")) == ["seed0", "seed1"]
+    assert (out / "probe" / "soundnet.safetensors").is_file()
+    from safetensors.torch import load_file
+
+    stage1 = load_file(str(out / "runs" / "stage1" / ab.visual_name({}) / "seed0" / "best.safetensors"))
     for r in results:
         sound = r["scores"]["sound"]
         assert {"relevant", "music"} <= set(sound) and all(-1 <= sound[k]["cc"] <= 1 for k in ("relevant", "music"))
-        if r["variant"] == FULL:  # silence is scored on relevant videos, Ret sampled for both kinds
-            assert set(r["scores"]["silence"]) >= {"relevant"} and "music" not in r["scores"]["silence"]
-            assert all(len(r["ret"][k]["ret_a"]) > 0 and len(r["ret"][k]["ret_v"]) > 0 for k in ("relevant", "music"))
+        assert 0 <= r["hits"]["sound"] <= 1 and 0 <= r["hits"]["silence"] <= 1
+        if r["variant"] == VISUAL:
+            assert "silence" not in r["scores"] and "ret" not in r and r["hits"]["sound"] == r["hits"]["silence"]
+            continue
+        # Silence on both kinds, another video's music on music videos only; agreement of maps in [-1, 1].
+        assert set(r["scores"]["silence"]) == {"relevant", "music"} and set(r["scores"]["other"]) == {"music"}
+        assert all(-1 <= r["music_agreement"][c] <= 1 for c in ("silence", "other"))
+        if r["variant"] == FULL:  # Ret per test video, and the AUC separating the kinds
+            assert len(r["ret"]) == 4 and {v["kind"] for v in r["ret"]} == {"relevant", "music"}
+            assert 0 <= r["ret_a_auc"] <= 1 and 0 <= r["ret_v_auc"] <= 1
         else:
-            assert "silence" not in r["scores"] and "ret" not in r
+            assert "ret" not in r
+    # Stage 2 started from stage 1: a visual tensor stage 2 cannot have moved far is the same at the start.
+    assert set(stage1) <= set(load_file(str(out / "runs" / FULL / "seed0" / "best.safetensors")))
     text = md.read_text()
     assert "Hand-written discussion that must survive." in text
-    # The RAVF row's CC cell is the mean ± sample std of the two seeds' figures.
+    # The RAVF row's relevant-CC cell is the mean ± sample std of the two seeds' figures.
     ccs = [r["scores"]["sound"]["relevant"]["cc"] for r in results if r["variant"] == FULL]
     assert f"{np.mean(ccs):.3f} ± {np.std(ccs, ddof=1):.3f}" in text
+    gains = [r["scores"]["sound"]["relevant"]["cc"] - r["scores"]["silence"]["relevant"]["cc"]
+             for r in results if r["variant"] == FULL]
+    assert f"{np.mean(gains):.3f} ± {np.std(gains, ddof=1):.3f}" in text
     assert (md.parent / "results" / "tablev.png").stat().st_size > 0
     assert (md.parent / "results" / "fig6_ret.png").stat().st_size > 0
 
@@ -69,7 +91,16 @@ def test_study_runs_resumes_and_reports(tmp_path, monkeypatch, capsys):
     assert md.read_text().count("avrsp ablate: begin") == 1
     # Settings that change how runs are made cannot share the folder; more seeds can.
     capsys.readouterr()
-    assert main([a if a != "epochs=1" else "epochs=2" for a in args]) == 2
-    assert "epochs" in capsys.readouterr().err
+    assert main([a if a != "stage2_steps=2" else "stage2_steps=3" for a in args]) == 2
+    assert "stage2_steps" in capsys.readouterr().err
     saved = json.loads((out / "study.json").read_text())
-    assert saved["epochs"] == 1
+    assert saved["stage2_steps"] == 2
+
+
+def test_roc_auc_is_the_probability_a_positive_outranks_a_negative():
+    assert ab.roc_auc([3, 4, 5], [0, 1, 2]) == 1.0 and ab.roc_auc([0, 1], [2, 3]) == 0.0
+    assert ab.roc_auc([1, 2], [1, 2]) == 0.5 and ab.roc_auc([2.0], [1.0, 2.0, 3.0]) == pytest.approx(0.5)
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(1, 1, 200), rng.normal(0, 1, 300)
+    brute = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert ab.roc_auc(list(pos), list(neg)) == pytest.approx(brute)

@@ -178,36 +178,48 @@ def test_evaluate_resumes_and_reuses_predictions(data, ckpt, tmp_path, monkeypat
     assert main(args) == 0 and (out / "per_video.csv").read_text() == first
 
 
+def _evaluation(tmp_path, videos: int, frames: int, seed: int, split: str, batch: int):
+    """A synthetic dataset, a model file, and the evaluate arguments common to a test's runs."""
+    root = tmp_path / "synth"
+    write_dataset(root, SynthConfig(videos=videos, frames=frames, height=64, width=96, fps=15.0, seed=seed))
+    ckpt = tmp_path / "m.safetensors"
+    save_model(ckpt, structured_model(seed))
+    checkpoints = [str(ckpt)] * (3 if split == "all" else 1)
+    return ckpt, ["--checkpoint", *checkpoints, "--data", str(root / "stavis"), "--dataset", "SynthAV", "--split",
+                  split, "--batch", str(batch), "--precision", "fp32", "--quiet"]
+
+
+def _kill_after_first_video(command: list[str], out, env) -> None:
+    """Start ``command`` (in its own process group), SIGKILL the whole group as soon as one
+    video's scores are on disk, and check that it was killed part-way."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list((out / "videos").rglob("*.json")):
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the evaluation ended before it could be killed"
+    assert list((out / "videos").rglob("*.json")) and not (out / "report.md").exists()
+
+
 def test_a_killed_evaluation_resumes_to_the_same_report(tmp_path, capsys):
     """A real SIGKILL mid-run, then the same command: the report is the uninterrupted
     run's, byte for byte. Settings that change the results are refused on resume."""
     import os
-    import signal
-    import subprocess
     import sys
-    import time
 
-    root = tmp_path / "synth"
-    write_dataset(root, SynthConfig(videos=12, frames=24, height=64, width=96, fps=15.0, seed=2))
-    ckpt = tmp_path / "m.safetensors"
-    save_model(ckpt, structured_model(2))
-    common = ["--checkpoint", str(ckpt), "--data", str(root / "stavis"), "--dataset", "SynthAV", "--split", "1",
-              "--batch", "1", "--precision", "fp32", "--quiet"]
+    ckpt, common = _evaluation(tmp_path, videos=12, frames=24, seed=2, split="1", batch=1)
     assert main(["evaluate", *common, "--out", str(tmp_path / "ref")]) == 0
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "avrsp", "evaluate", *common, "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if list((out / "videos").rglob("*.json")):
-            break  # one video scored, the others not yet
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the evaluation ended before it could be killed"
-    done = len(list((out / "videos").rglob("*.json")))
-    assert 1 <= done < 4 and not (out / "report.md").exists()
+    _kill_after_first_video([sys.executable, "-m", "avrsp", "evaluate", *common, "--out", str(out)], out,
+                            {**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert len(list((out / "videos").rglob("*.json"))) < 4
     assert main(["evaluate", *common, "--out", str(out)]) == 0
     for name in ("report.md", "per_video.csv", "per_dataset.csv", "per_frame.csv"):
         assert (out / name).read_text() == (tmp_path / "ref" / name).read_text(), name
@@ -316,3 +328,60 @@ def test_variable_frame_rate_windows_follow_the_timestamps():
                 assert abs(int(np.argmax(np.abs(buf))) - want) <= 1
                 checked += 1
     assert checked >= T
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(args, tmp_path, timeout=300):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                           "127.0.0.1", "--master_port", str(_free_port()), "-m", "avrsp", *args],
+                          capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp_path)
+
+
+def test_two_processes_shard_predict_and_evaluate_into_what_one_writes(tmp_path):
+    """torchrun -m avrsp evaluate / predict with 2 CPU processes: each takes its share of
+    the videos, and the folder holds what one process writes (issue 19); a sharded run
+    killed part-way resumes to the same report."""
+    import os
+    import subprocess
+    import sys
+
+    ckpt, common = _evaluation(tmp_path, videos=9, frames=12, seed=3, split="all", batch=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "avrsp", "evaluate", *common, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _torchrun(["evaluate", *common, "--out", str(tmp_path / "two")], tmp_path)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("# Evaluation of") == 1  # rank 0 reports, for every video
+    for name in ("report.md", "per_video.csv", "per_dataset.csv", "per_frame.csv"):
+        assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text(), name
+    killed = tmp_path / "killed"
+    _kill_after_first_video([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                             "127.0.0.1", "--master_port", str(_free_port()), "-m", "avrsp", "evaluate", *common,
+                             "--out", str(killed)], killed, env)
+    again = _torchrun(["evaluate", *common, "--out", str(killed)], tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (killed / "report.md").read_text() == (tmp_path / "one" / "report.md").read_text()
+    # predict: the two processes' folders together are one process's.
+    videos = sorted((tmp_path / "synth" / "videos").glob("*.mp4"))[:3]
+    args = ["predict", *map(str, videos), "--checkpoint", str(ckpt), "--precision", "fp32", "--no-video", "--quiet"]
+    one = subprocess.run([sys.executable, "-m", "avrsp", *args, "--out", str(tmp_path / "p1")], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _torchrun([*args, "--out", str(tmp_path / "p2")], tmp_path)
+    assert two.returncode == 0, two.stderr[-2000:]
+    files = sorted(p.relative_to(tmp_path / "p1") for p in (tmp_path / "p1").rglob("*.png"))
+    assert len(files) == 36 and files == sorted(p.relative_to(tmp_path / "p2") for p in (tmp_path / "p2").rglob("*.png"))
+    assert all((tmp_path / "p1" / f).read_bytes() == (tmp_path / "p2" / f).read_bytes() for f in files)

@@ -40,12 +40,11 @@ def test_shipped_assets_load():
     assert default_checkpoint().stat().st_size < 8 * 2**20  # a few MB in the repository
 
 
-def test_default_model_looks_at_the_sounding_disc(relevant_videos):
-    """The built-in model was trained on synthetic data where viewers look at the disc
-    whose pitch sounds. On unseen videos, its map must peak on that disc in most frames,
-    and *because of the sound*: clearly less often once the sound is removed (disc speed
-    alone can correlate with which disc sounds in a few videos)."""
-    predictor = Predictor(device="cpu", precision="fp32")  # as measured in docs/default_model.md, on any CPU
+@pytest.fixture(scope="module")
+def sounding_disc_hits(relevant_videos):
+    """Frames whose map peaks on the sounding disc, with the sound and with silence, on
+    the unseen relevant videos (fp32 pinned, as measured in docs/default_model.md)."""
+    predictor = Predictor(device="cpu", precision="fp32")
     hits = {True: 0, False: 0}
     total = 0
     for path, video in relevant_videos:
@@ -56,9 +55,41 @@ def test_default_model_looks_at_the_sounding_disc(relevant_videos):
             assert len(maps) == CFG.frames and maps[0].shape == (CFG.height, CFG.width)
             hits[with_audio] += sum(video.peak_on_sounding_disc(k, m) for k, m in enumerate(maps))
             total += len(maps) if with_audio else 0
-    with_sound, silent = hits[True] / total, hits[False] / total
-    assert with_sound > 0.5, f"peak on the sounding disc in {hits[True]}/{total} frames"
+    return hits[True] / total, hits[False] / total
+
+
+def test_default_model_looks_at_the_sounding_disc(sounding_disc_hits):
+    """The built-in model was trained on synthetic data where viewers look at the disc
+    whose pitch sounds. On unseen videos, its map must peak on that disc in most frames,
+    and *because of the sound*: clearly less often once the sound is removed (disc speed
+    alone can correlate with which disc sounds in a few videos)."""
+    with_sound, silent = sounding_disc_hits
+    assert with_sound > 0.5, f"peak on the sounding disc in {with_sound:.2f} of frames"
     assert with_sound - silent >= 0.15, f"with sound {with_sound:.2f}, with silence {silent:.2f}"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 16's bars (≥ 65 % with sound, ≤ 35 % with silence) are not met: the "
+                                       "shipped model scores 55 % / 30 %; retraining with music videos did not bind "
+                                       "the sound in 750 steps (docs/default_model.md)")
+def test_default_model_meets_the_bars_of_issue_16(sounding_disc_hits):
+    with_sound, silent = sounding_disc_hits
+    assert with_sound >= 0.65 and silent <= 0.35
+
+
+def test_default_model_ignores_background_music(tmp_path):
+    """On unseen music videos (the sound says nothing about where viewers look), the
+    built-in model's maps are the same with the music as with silence."""
+    predictor = Predictor(device="cpu", precision="fp32")
+    ccs = []
+    for i in range(CFG.videos):
+        video = generate_video(CFG, i, "music")
+        path = tmp_path / f"music_{i}.mp4"
+        _write_mp4(path, video, CFG)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MediaWarning)
+            music, silence = list(predictor.predict_video(path)), list(predictor.predict_video(path, audio=False))
+        ccs += [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(music, silence)]
+    assert np.mean(ccs) >= 0.95, f"maps with the music against with silence: CC {np.mean(ccs):.3f}"
 
 
 def test_predict_cli_writes_maps_overlay_and_npz(relevant_videos, tmp_path, capsys):

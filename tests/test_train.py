@@ -200,7 +200,7 @@ def test_stage_two_refuses_a_stage_one_normalised_otherwise(synth, tmp_path):
 def test_each_process_gets_its_own_gpu_or_a_clear_error(monkeypatch):
     """torchrun with 2 processes on a 1-GPU machine: rank 1 must not be sent to a cuda:1 that
     does not exist; with enough GPUs each local rank gets its own."""
-    from avrsp.train import train_device
+    from avrsp.distributed import process_device
 
     used = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -211,14 +211,14 @@ def test_each_process_gets_its_own_gpu_or_a_clear_error(monkeypatch):
         monkeypatch.setattr(torch.cuda, "device_count", lambda gpus=gpus: gpus)
         monkeypatch.setenv("LOCAL_RANK", str(rank))
         with pytest.raises(ConfigError, match="2 processes on this machine but 1 GPU"):
-            train_device("cuda")
+            process_device("cuda")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     for rank in (0, 1):
         monkeypatch.setenv("LOCAL_RANK", str(rank))
-        assert train_device("cuda") == torch.device("cuda", rank)
+        assert process_device("cuda") == torch.device("cuda", rank)
     assert used == [torch.device("cuda", 0), torch.device("cuda", 1)]
     monkeypatch.setenv("WORLD_SIZE", "1")
-    assert train_device("cpu") == torch.device("cpu")
+    assert process_device("cpu") == torch.device("cpu")
 
 
 def test_validation_reports_the_benchmark_metrics(synth, tmp_path):
@@ -253,7 +253,8 @@ def test_validation_reports_the_benchmark_metrics(synth, tmp_path):
         want["auc_j"].append(metrics.auc_judd(p, video.fixations(item["frame"]), seed=item["frame"]))
     assert got["loss"] == pytest.approx(np.mean(losses), rel=1e-6)
     for m, values in want.items():
-        assert got[m] == pytest.approx(np.mean(values), rel=1e-5), m  # batched vs single forward: 1e-7
+        # Batched against single forwards differ by ~1e-7; AUC-J's ranks turn that into up to ~1e-5.
+        assert got[m] == pytest.approx(np.mean(values), rel=1e-4 if m == "auc_j" else 1e-5), m
 
 
 def imresize_post(pred, shape):

@@ -29,6 +29,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -237,6 +238,132 @@ def end_to_end(checkpoint: Path | None, device: str, seconds: float, batch: int,
     return out
 
 
+def graph_split(name: str, device: str, precision: str, repeats: int = 3) -> dict:
+    """Batch 1: S3D's four blocks alone against the whole window, in the inference graph
+    (``prepare``) and without folding BatchNorm, median of ``repeats`` timed passes."""
+    info = measure(avrsp.get_config(name))
+    out = {"config": name, "precision": precision, "gflops_s3d": info.gflops["visual"],
+           "gflops_whole": info.total_gflops}
+    for label, fold in (("folded", True), ("unfolded", False)):
+        model = prepare(avrsp.create_model(name), device, precision, fold=fold)
+        dtype = next(model.parameters()).dtype
+        clip, audio = inputs(model.config, 1, device, dtype, torch.device(device).type == "cpu")
+
+        def median(fn):
+            with torch.no_grad():
+                fn()
+                sync(device)
+                times = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    fn()
+                    sync(device)
+                    times.append(time.perf_counter() - t0)
+            return float(np.median(times))
+
+        out[f"s3d_s_{label}"] = median(lambda: model.visual(clip))
+        out[f"whole_s_{label}"] = median(lambda: model(clip, audio))
+    out["ratio"] = out["whole_s_folded"] / out["s3d_s_folded"]
+    out["rest_gflops_s"] = (out["gflops_whole"] - out["gflops_s3d"]) / (out["whole_s_folded"] - out["s3d_s_folded"])
+    out["s3d_gflops_s"] = out["gflops_s3d"] / out["s3d_s_folded"]
+    return out
+
+
+def preview(device: str, ks: tuple[int, ...] = (2, 4, 8), videos: int = 3, seconds: float = 8.0) -> dict:
+    """``predict --every K`` against the exact protocol with the built-in model, on unseen
+    synthetic videos of both kinds (144×256, 15 fps, sound): speed-up of the maps, and
+    the CC between each preview map and the exact one."""
+    from avrsp.data.synth import _write_mp4
+    from avrsp.predict import Predictor
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i in range(videos):
+            scfg, video = synthetic_video(seconds, 144, 256, seed=77 + i, kind=("relevant", "music")[i % 2])
+            paths.append(Path(tmp) / f"v{i}.mp4")
+            _write_mp4(paths[-1], video, scfg)
+
+        def run(every):
+            predictor = Predictor(device=device, every=every)
+            list(predictor.predict_video(paths[0]))  # warm-up
+            t0 = time.perf_counter()
+            maps = [list(predictor.predict_video(p)) for p in paths]
+            return maps, time.perf_counter() - t0
+
+        exact, t_exact = run(1)
+        for k in ks:
+            maps, t = run(k)
+            ccs = [float(np.corrcoef(a.ravel(), b.ravel())[0, 1]) for va, vb in zip(exact, maps) for a, b in zip(va, vb)]
+            rows.append({"every": k, "speedup": t_exact / t, "cc_mean": float(np.mean(ccs)), "cc_min": float(np.min(ccs))})
+    return {"videos": videos, "frames": sum(len(v) for v in exact), "exact_fps": sum(len(v) for v in exact) / t_exact,
+            "rows": rows}
+
+
+def train_pipeline(device: str, log) -> dict:
+    """The training data pipeline against the training step (``avrsp bench --train``):
+    clips per second that one DataLoader worker assembles at paper size (32 frames,
+    224×384, sound), from extracted JPEG frames at the datasets' 640×360 and from an
+    MPEG-4 video (DHF1K's release layout), and the clips per second a training step of
+    ``avrsp`` at batch 4 consumes on ``device``."""
+    from PIL import Image
+
+    from avrsp.data.datasets import ClipDataset, dhf1k_videos, stavis_videos
+    from avrsp.data.synth import SynthConfig, write_dataset
+    from avrsp.loss import SaliencyLoss
+
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "synth"
+        write_dataset(root, SynthConfig(videos=3, frames=96, height=360, width=640, seed=9))
+        # DHF1K's release layout: the video as a file, decoded for every clip.
+        release = Path(tmp) / "release"
+        (release / "video").mkdir(parents=True)
+        for d in sorted((root / "dhf1k" / "train").iterdir()) + sorted((root / "dhf1k" / "val").iterdir()):
+            import av
+
+            shutil.copytree(d / "maps", release / "annotation" / d.name / "maps")
+            with av.open(str(release / "video" / f"{int(d.name):03d}.AVI"), "w") as c:
+                st = c.add_stream("mpeg4", rate=15)
+                st.width, st.height, st.pix_fmt = 640, 360, "yuv420p"
+                for p in sorted((d / "images").iterdir()):
+                    for pkt in st.encode(av.VideoFrame.from_ndarray(np.asarray(Image.open(p)), format="rgb24")):
+                        c.mux(pkt)
+                for pkt in st.encode(None):
+                    c.mux(pkt)
+        sources = {"jpeg frames 640×360": stavis_videos(root / "stavis", "SynthAV", "train", 1),
+                   "video file 640×360": dhf1k_videos(release, "train")}
+        for label, videos in sources.items():
+            ds = ClipDataset(videos, 32, (224, 384), audio=label.startswith("jpeg"), clips_per_video=8, seed=0)
+            ds[0]
+            t0 = time.perf_counter()
+            for i in range(len(ds)):
+                ds[i]
+            out[label] = len(ds) / (time.perf_counter() - t0)
+            log(f"  data: {label}: {out[label]:.2f} clips/s per worker")
+    model = avrsp.create_model("avrsp").to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    clip, audio = inputs(model.config, 4, device, torch.float32, False)
+    target = torch.rand(4, 224, 384, device=device)
+    loss = SaliencyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else \
+            contextlib.nullcontext()
+        with autocast:
+            pred = model(clip, audio)
+        loss(pred, target).backward()
+        opt.step()
+
+    seconds = timed(step, device, 2 if device == "cpu" else 10)
+    out["train_clips_s"] = 4 / seconds
+    out["workers_needed"] = out["train_clips_s"] / min(out["jpeg frames 640×360"], out["video file 640×360"])
+    log(f"  train step (avrsp, batch 4, {'bf16 autocast' if device.startswith('cuda') else 'fp32'}): "
+        f"{out['train_clips_s']:.2f} clips/s; workers to keep it fed: {out['workers_needed']:.1f}")
+    return out
+
+
 def random_checkpoint(name: str, folder: Path) -> Path:
     torch.manual_seed(0)
     path = folder / f"{name}_random.safetensors"
@@ -262,6 +389,20 @@ def run(args) -> dict:
         info = measure(avrsp.get_config(name))
         result["configs"][name] = {"params_m": info.total_params / 1e6, "gflops": info.total_gflops}
         result["throughput"] += throughput(name, args.batches, device, args.repeats, name in args.compile, log)
+    if not args.quick:
+        result["split"] = []
+        for precision in ("fp32", "bf16"):  # the one the machine lacks natively too
+            for name in [c for c in args.configs if c in ("avrsp", "avrsp_v")][:1]:
+                row = graph_split(name, device, precision)
+                result["split"].append(row)
+                log(f"  {name} {precision}: S3D's blocks {row['s3d_s_folded']:.3f} s, whole window "
+                    f"{row['whole_s_folded']:.3f} s ({row['ratio']:.2f}×; {row['whole_s_unfolded']:.3f} s unfolded)")
+    result["preview"] = preview(device, videos=1 if args.quick else 3)
+    for row in result["preview"]["rows"]:
+        log(f"  --every {row['every']}: {row['speedup']:.2f}× the exact protocol, CC {row['cc_mean']:.3f} mean, "
+            f"{row['cc_min']:.3f} min")
+    if args.train:
+        result["train"] = train_pipeline(device, log)
     result["accuracy"] = accuracy(device)
     log(f"  bf16 vs fp32 (built-in model): max |Δ| {result['accuracy']['max_abs_diff']:.3g}, "
         f"CC mean {result['accuracy']['cc_mean']:.4f} min {result['accuracy']['cc_min']:.4f}")
@@ -314,6 +455,15 @@ def targets(result: dict) -> list[tuple[str, str, str, str]]:
         rows.append(("predict peak memory, 60 s video / 10 s video", "≤ 1.1×",
                      f"{m['ratio']:.3f} ({m['long']['peak_mib']:.0f} / {m['short']['peak_mib']:.0f} MiB)",
                      "yes" if m["ratio"] <= 1.1 else "no"))
+    for row in result.get("split", []):
+        rows.append((f"{row['config']} {row['precision']}, batch 1: whole window / S3D's four blocks alone",
+                     "≤ 1.85×", f"{row['ratio']:.2f}× ({row['whole_s_folded']:.3f} / {row['s3d_s_folded']:.3f} s)",
+                     "yes" if row["ratio"] <= 1.85 else "no"))
+    for row in result.get("preview", {}).get("rows", []):
+        if row["every"] == 4:
+            rows.append(("predict --every 4 against the exact protocol: speed-up; CC (mean over frames)",
+                         "≥ 3.5×; ≥ 0.95", f"{row['speedup']:.2f}×; {row['cc_mean']:.3f}",
+                         "yes" if row["speedup"] >= 3.5 and row["cc_mean"] >= 0.95 else "no"))
     a = result["accuracy"]
     rows.append(("bf16 vs fp32 maps, built-in model (CC, mean / min over frames)", "≥ 0.99",
                  f"{a['cc_mean']:.4f} / {a['cc_min']:.4f} (largest difference {a['max_abs_diff']:.3f})",
@@ -391,6 +541,40 @@ def markdown(results: list[dict]) -> str:
             m = r["memory"]
             lines.append(f"| {r['machine']['label']} | {m['short']['peak_mib']:.0f} MiB | "
                          f"{m['long']['peak_mib']:.0f} MiB | {m['ratio']:.3f} |")
+    splits = [(r, row) for r in results for row in r.get("split", [])]
+    if splits:
+        lines += ["", "## The neck and decoder against the backbone", "",
+                  "Batch 1, paper size: S3D's four encoder blocks alone against the whole window, in the inference "
+                  "graph (`prepare`: BatchNorm folded) and with BatchNorm left in, median of 3. *GFLOP/s*: the "
+                  "blocks' FLOPs over their time, and everything else's FLOPs over the rest of the time.", "",
+                  "| Machine | Config | Precision | S3D blocks | whole | whole / S3D | S3D GFLOP/s | rest GFLOP/s | "
+                  "whole, BatchNorm not folded |", "|---|---|---|---|---|---|---|---|---|"]
+        for r, row in splits:
+            lines.append(f"| {r['machine']['label']} | {row['config']} | {row['precision']} | "
+                         f"{row['s3d_s_folded']:.3f} s | {row['whole_s_folded']:.3f} s | {row['ratio']:.2f}× | "
+                         f"{row['s3d_gflops_s']:.0f} | {row['rest_gflops_s']:.0f} | {row['whole_s_unfolded']:.3f} s |")
+    previews = [r for r in results if "preview" in r]
+    if previews:
+        lines += ["", "## Preview: `predict --every K`", "",
+                  "The built-in model on unseen synthetic videos of both kinds (144×256, 15 fps, sound): maps with "
+                  "the model on every K-th frame and the frames between interpolated, against the exact protocol.",
+                  "", "| Machine | Frames | K | speed-up | CC mean | CC min |", "|---|---|---|---|---|---|"]
+        for r in previews:
+            for row in r["preview"]["rows"]:
+                lines.append(f"| {r['machine']['label']} | {r['preview']['frames']} | {row['every']} | "
+                             f"{row['speedup']:.2f}× | {row['cc_mean']:.3f} | {row['cc_min']:.3f} |")
+    trains = [r for r in results if "train" in r]
+    if trains:
+        lines += ["", "## Training data pipeline (`avrsp bench --train`)", "",
+                  "Clips per second one DataLoader worker assembles at paper size (32 frames at 224×384, map, "
+                  "fixations; sound for the frames), against the clips per second one training step of `avrsp` "
+                  "consumes (batch 4; bf16 autocast on CUDA, fp32 on the CPU).", "",
+                  "| Machine | JPEG frames 640×360 | video file 640×360 | train step consumes | workers to keep it fed |",
+                  "|---|---|---|---|---|"]
+        for r in trains:
+            t = r["train"]
+            lines.append(f"| {r['machine']['label']} | {t['jpeg frames 640×360']:.2f} | "
+                         f"{t['video file 640×360']:.2f} | {t['train_clips_s']:.2f} | {t['workers_needed']:.1f} |")
     lines += ["", "## bf16 against fp32", "",
               "The built-in model's maps in whole-model bf16 against fp32, every frame of "
               "unseen synthetic videos (relevant and music kinds, 144×256, 4 s each).", "",
@@ -417,6 +601,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--e2e-seconds", type=float, default=60.0)
     ap.add_argument("--e2e-batch", type=int, default=4)
     ap.add_argument("--quick", action="store_true", help="avrsp_tiny only, batch 1 and 4, 10 s video: a smoke run")
+    ap.add_argument("--train", action="store_true",
+                    help="also measure the training data pipeline against the training step")
     ap.add_argument("--json", metavar="FILE", help="write the raw figures here")
     ap.add_argument("--merge", nargs="*", default=[], metavar="FILE", help="other machines' --json files to include")
     ap.add_argument("--report-only", action="store_true", help="measure nothing: render the --merge files")

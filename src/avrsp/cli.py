@@ -150,10 +150,13 @@ def _finish_eval(args, items, records, model_name: str, postprocess: bool, out: 
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .distributed import process_device, setup_distributed
     from .evaluate import default_postprocess, plan_or_fail, run_evaluation
-    from .inference import resolve_device, resolve_precision
+    from .inference import resolve_precision
 
-    args.device = resolve_device(args.device)
+    device = process_device(args.device)  # under torchrun: this process's GPU, or its share of the CPU
+    dist = setup_distributed(device)
+    args.device = str(device)
     args.precision = resolve_precision(args.precision, args.device)
     if args.checkpoint:
         checkpoints = [Path(c) for c in args.checkpoint]
@@ -163,7 +166,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         args.split_resolved = args.split or "1"
         checkpoints = [default_checkpoint()] * (3 if args.split_resolved == "all" else 1)
-        print(built_in_notice(), file=sys.stderr)
+        if dist.main:
+            print(built_in_notice(), file=sys.stderr)
     items = plan_or_fail(Path(args.data), args.dataset, args.split_resolved, checkpoints)
     postprocess = default_postprocess(args.dataset) if args.postprocess is None else args.postprocess
     out = Path(args.out or f"runs/eval/{checkpoints[0].stem}_{args.dataset}_{args.split_resolved}")
@@ -171,7 +175,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 "precision": args.precision}
     records = run_evaluation(items, out, settings=settings, postprocess=postprocess, batch=args.batch,
                              device=args.device, precision=args.precision, save_maps=args.save_maps,
-                             seed=args.seed, progress=not args.quiet, figure=args.figure)
+                             seed=args.seed, progress=not args.quiet, figure=args.figure and dist.main, dist=dist)
+    if not dist.main:  # the reports are rank 0's, from every process's records
+        return 0
     return _finish_eval(args, items, records, checkpoints[0].stem, postprocess, out)
 
 
@@ -221,13 +227,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Predictor, built_in_notice, collect_videos, predict_to_folder
 
     videos = collect_videos(args.videos)
-    predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision, batch=args.batch)
-    if args.checkpoint is None:
+    from .distributed import process_device, setup_distributed
+
+    if args.every < 1:
+        raise ConfigError(f"--every {args.every}: must be 1 (every frame) or more")
+    device = process_device(args.device)  # under torchrun: this process's GPU, or its share of the CPU
+    dist = setup_distributed(device)
+    predictor = Predictor(args.checkpoint, device=str(device), precision=args.precision, batch=args.batch,
+                          every=args.every)
+    if args.checkpoint is None and dist.main:
         print(built_in_notice(), file=sys.stderr)
+    if args.every > 1 and dist.main:
+        print(f"preview: the model runs on every {args.every}th frame, the maps between are interpolated "
+              f"(--every 1, the default, is the exact protocol)", file=sys.stderr)
     out = Path(args.out)
     names = [v.stem for v in videos]
     failed = 0
-    for video in videos:
+    mine = dist.shard(videos)  # under torchrun each process predicts its share; the outputs are per video
+    for video in mine:
         # One folder per video; videos sharing a name get their parent's name too.
         target = out / (video.stem if names.count(video.stem) == 1 else f"{video.parent.name}_{video.stem}")
         try:
@@ -243,9 +260,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not args.no_video:
             print(f"  overlay video: {target / (video.stem + '_saliency.mp4')}")
     if failed:
-        print(f"avrsp: error: {failed} of {len(videos)} video(s) failed; their outputs are marked .partial",
+        print(f"avrsp: error: {failed} of {len(mine)} video(s) failed; their outputs are marked .partial",
               file=sys.stderr)
         return 2
+    dist.barrier()
     return 0
 
 
@@ -444,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--npz", action="store_true", help="also write float maps to maps.npz")
     p.add_argument("--side-by-side", action="store_true", help="overlay video shows the original beside it")
     p.add_argument("--no-video", action="store_true", help="maps only, no overlay video")
+    p.add_argument("--every", type=int, default=1, metavar="K",
+                   help="preview: run the model on every K-th frame and interpolate the maps between (about K× "
+                        "faster; default 1, the exact protocol)")
     _add_runtime_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)

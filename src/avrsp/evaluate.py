@@ -231,33 +231,42 @@ def _figure_rows(item: Item, preds: np.ndarray) -> list[tuple]:
 
 def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess: bool, batch: int | None = None,
                    device: str = "auto", precision: str = "auto", save_maps: bool = False, seed: int = 0,
-                   progress: bool = True, figure: bool = False) -> list[dict]:
+                   progress: bool = True, figure: bool = False, dist=None) -> list[dict]:
     """Predict and score every item, resuming from ``out``; returns the per-video records.
     With ``figure``, ``figure.png`` shows frames, ground truth and predictions of the first
-    videos predicted in this run."""
+    videos predicted in this run.
+
+    ``dist`` (an ``avrsp.distributed.Dist``, under torchrun) shards the videos: each
+    process predicts and scores its share into the same folder, and every process
+    returns every record once all are done. A video's record does not depend on which
+    process made it, so the report is the one a single process writes."""
     import torch
     from tqdm import tqdm
 
     from .checkpoint import load_model
+    from .distributed import Dist
     from .inference import default_batch, predict_frames, prepare
 
+    dist = dist or Dist()
     out = Path(out)
     batch = batch or default_batch(device)
     # Everything that changes what the folder holds: a resumed run must not mix two evaluations
     # (or add saved maps to only the videos scored after the restart).
     settings = {**settings, "checkpoints": {str(c): _sha256(c) for c in sorted({i.checkpoint for i in items})},
                 "postprocess": postprocess, "seed": seed, "save_maps": save_maps, "format": RECORD_FORMAT}
-    _check_run(out, settings)
+    if dist.main:
+        _check_run(out, settings)
+    dist.barrier()
+    if not dist.main:
+        _check_run(out, settings)
     models: dict[Path, torch.nn.Module] = {}
-    records = []
-    todo = [i for i in items if not (out / "videos" / f"{i.key}.json").is_file()]
+    mine = dist.shard(items)
+    todo = [i for i in mine if not (out / "videos" / f"{i.key}.json").is_file()]
     figure_rows: list[tuple] = []
-    bar = tqdm(total=sum(len(i.video) for i in todo), unit="frame", disable=not progress, dynamic_ncols=True)
-    for item in items:
+    bar = tqdm(total=sum(len(i.video) for i in todo), unit="frame", disable=not (progress and dist.main),
+               dynamic_ncols=True)
+    for item in todo:
         score_path = out / "videos" / f"{item.key}.json"
-        if score_path.is_file():
-            records.append({**json.loads(score_path.read_text()), "dataset": item.dataset, "split": item.split})
-            continue
         cache = out / "cache" / f"{item.key}.npy"
         if cache.is_file():
             preds = np.load(cache)
@@ -281,8 +290,10 @@ def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess:
                              postprocess=postprocess, seed=seed)
         _save_json(score_path, record)
         cache.unlink()
-        records.append({**record, "dataset": item.dataset, "split": item.split})
     bar.close()
+    dist.barrier()
+    records = [{**json.loads((out / "videos" / f"{i.key}.json").read_text()), "dataset": i.dataset, "split": i.split}
+               for i in items]
     if figure_rows:
         from .visualize import comparison_grid
 

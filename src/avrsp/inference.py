@@ -111,14 +111,25 @@ def default_batch(device: str | torch.device) -> int:
     return 8 if torch.device(resolve_device(str(device))).type == "cuda" else 4
 
 
-def prepare(model: AVRSP, device: str | torch.device = "cpu", precision: str = "auto") -> AVRSP:
-    """Move ``model`` to ``device`` in eval mode, for inference: ``bf16`` casts every weight
-    to bfloat16 (``auto`` picks it where the hardware has it). On the CPU, 3-D convolution
-    weights are stored channels-last, and :func:`predict_frames` then feeds channels-last
-    clips: the faster layout there, and the slower one on an H200 (docs/performance.md)."""
+def prepare(model: AVRSP, device: str | torch.device = "cpu", precision: str = "auto", *,
+            fold: bool = True) -> AVRSP:
+    """The inference graph of ``model``, on ``device`` in eval mode; ``model`` itself is not
+    changed. Every BatchNorm is folded into the convolution before it (``fold``,
+    models/fold.py: exact in float32); ``bf16`` then casts every weight to bfloat16
+    (``auto`` picks it where the hardware has it). On the CPU, 3-D convolution weights are
+    stored channels-last, and :func:`predict_frames` then feeds channels-last clips: the
+    faster layout there, and the slower one on an H200 (docs/performance.md). Not for
+    training: the folded model has no BatchNorm left to train."""
+    import copy
+
+    from .models.fold import fold_batchnorm
+
     device = resolve_device(str(device))
     precision = resolve_precision(precision, device)
-    model = model.eval().to(device)
+    model = copy.deepcopy(model).eval()
+    if fold:
+        fold_batchnorm(model)
+    model = model.to(device)
     if precision == "bf16":
         model = model.to(torch.bfloat16)
     return to_channels_last_3d(model) if torch.device(device).type == "cpu" else model
@@ -214,10 +225,12 @@ class Background:
 
 
 def _batches(frames: Iterable[np.ndarray], n: int | None, T: int, fps: float, audio: np.ndarray | None,
-             batch: int, with_audio: bool) -> Iterator[tuple[list[Window], np.ndarray, np.ndarray, np.ndarray | None]]:
+             batch: int, with_audio: bool, every: int = 1
+             ) -> Iterator[tuple[list[Window], np.ndarray, np.ndarray, np.ndarray | None]]:
     """``(windows, frames U×H×W×3 uint8, index B×T into them, SoundNet inputs B×L or None)``
     in frame order. Consecutive windows share all but one frame, so a batch carries the
-    T + B − 1 distinct frames once and the index that gathers each window from them."""
+    T + B − 1 distinct frames once and the index that gathers each window from them.
+    ``every`` > 1 keeps the windows of every ``every``-th frame and of the last frame."""
     buffer = _FrameBuffer(frames)
     exists = (lambda i: i < n) if n is not None else buffer.exists
     pending: list[Window] = []
@@ -225,7 +238,8 @@ def _batches(frames: Iterable[np.ndarray], n: int | None, T: int, fps: float, au
     while True:
         more = exists(k)
         if more:
-            pending.append(window(k, T, exists))
+            if k % every == 0 or not exists(k + 1):
+                pending.append(window(k, T, exists))
             k += 1
         if pending and (len(pending) == batch or not more):
             needed = sorted({i for w in pending for i in w.indices})
@@ -248,8 +262,12 @@ def uses_channels_last(model: torch.nn.Module) -> bool:
 
 @torch.no_grad()
 def predict_frames(model: AVRSP, frames: FrameSource | Iterable[np.ndarray], n: int | None, fps: float,
-                   audio: np.ndarray | None, *, batch: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+                   audio: np.ndarray | None, *, batch: int = 1, every: int = 1) -> Iterator[tuple[int, np.ndarray]]:
     """``(k, map)`` for every frame k in order, each map float32 at the model's H×W, in (0, 1).
+
+    ``every`` = K > 1 is the preview mode: the model runs on the windows of every K-th
+    frame and of the last one, and the maps between are interpolated linearly
+    (:func:`interpolate_between`). The exact protocol (K = 1) is what ``evaluate`` uses.
 
     ``frames`` is a FrameSource (read at the model's size) or an iterable of RGB frames
     already at the model's size, or of (frame, timestamp) pairs, whose timestamps then
@@ -260,9 +278,30 @@ def predict_frames(model: AVRSP, frames: FrameSource | Iterable[np.ndarray], n: 
     previous one. Memory holds at most 2T + batch frames plus two assembled batches,
     whatever the video's length.
     """
-    for ws, unique, index, sound in _assembled(model, frames, n, fps, audio, batch):
+    if every < 1:
+        raise ValueError(f"every must be ≥ 1, got {every}")
+    computed = _computed(model, frames, n, fps, audio, batch, every)
+    yield from (interpolate_between(computed) if every > 1 else computed)
+
+
+def _computed(model, frames, n, fps, audio, batch, every) -> Iterator[tuple[int, np.ndarray]]:
+    for ws, unique, index, sound in _assembled(model, frames, n, fps, audio, batch, every):
         out = model(*model_inputs(model, unique, index, sound)).float().cpu().numpy()
         yield from ((w.frame, m) for w, m in zip(ws, out))
+
+
+def interpolate_between(maps: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
+    """Every frame's map from the maps of some frames (in order, the first and last frame
+    among them): frames between two computed ones get the linear blend of the two."""
+    previous = None
+    for k, m in maps:
+        if previous is not None:
+            k0, m0 = previous
+            for j in range(k0 + 1, k):
+                t = (j - k0) / (k - k0)
+                yield j, ((1 - t) * m0 + t * m).astype(np.float32)
+        yield k, m
+        previous = (k, m)
 
 
 @torch.no_grad()
@@ -283,10 +322,11 @@ def predict_frames_with_relevance(model: AVRSP, frames: FrameSource | Iterable[n
         yield from ((w.frame, m, a, v) for w, m, a, v in zip(ws, out, ret[0], ret[1]))
 
 
-def _assembled(model: AVRSP, frames, n: int | None, fps: float, audio: np.ndarray | None, batch: int):
+def _assembled(model: AVRSP, frames, n: int | None, fps: float, audio: np.ndarray | None, batch: int,
+               every: int = 1):
     cfg = model.config
     stream = frames.stream((cfg.height, cfg.width)) if isinstance(frames, FrameSource) else frames
-    return prefetch(_batches(stream, n, cfg.frames, fps, audio, batch, cfg.audio), 2)
+    return prefetch(_batches(stream, n, cfg.frames, fps, audio, batch, cfg.audio, every), 2)
 
 
 def model_inputs(model: AVRSP, unique: np.ndarray, index: np.ndarray,

@@ -61,15 +61,21 @@ class Predictor:
     ``checkpoint``: an avrsp model file (default: the shipped model). ``device``: cpu,
     cuda, cuda:1 or auto (CUDA when present). ``precision``: fp32, bf16 or auto (bf16
     where the hardware computes it natively, see :func:`avrsp.inference.native_bf16`).
-    ``batch``: windows per forward pass (default: 8 on CUDA, 4 on the CPU).
+    ``batch``: windows per forward pass (default: 8 on CUDA, 4 on the CPU). ``every``:
+    K > 1 runs the model on every K-th frame only and interpolates the maps between, a
+    preview (about K× faster; docs/predict.md measures how close); 1 is the exact
+    protocol.
     """
 
     def __init__(self, checkpoint: str | Path | None = None, device: str = "auto", precision: str = "auto",
-                 batch: int | None = None):
+                 batch: int | None = None, every: int = 1):
         self.checkpoint = Path(checkpoint) if checkpoint else default_checkpoint()
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.batch = batch or default_batch(self.device)
+        if every < 1:
+            raise ValueError(f"every must be ≥ 1, got {every}")
+        self.every = every  # preview mode: the model on every K-th frame, maps between interpolated
         self.model = prepare(load_model(self.checkpoint), self.device, self.precision)
         self.config = self.model.config
 
@@ -127,7 +133,7 @@ class Predictor:
                                                                     batch=self.batch):
                 yield resize_map(m, shape), ret_a, ret_v
         else:
-            for _, m in predict_frames(self.model, frames, None, fps, sound, batch=self.batch):
+            for _, m in predict_frames(self.model, frames, None, fps, sound, batch=self.batch, every=self.every):
                 yield resize_map(m, shape), None, None
 
 

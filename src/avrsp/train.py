@@ -38,6 +38,7 @@ import torch.distributed as dist
 
 from .checkpoint import atomic_write, load_model, save_model
 from .config import ConfigError, read_yaml, replace, to_dict
+from .distributed import Dist, process_device, setup_distributed
 from .loss import SaliencyLoss
 from .models import AVRSP, AVRSPConfig, get_config
 
@@ -164,49 +165,6 @@ def _deep_merge(a: dict, b: dict) -> dict:
     for k, v in b.items():
         out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
-
-
-# ------------------------------------------------------------------ distributed helpers
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: torch.device) -> Dist:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; NCCL on GPUs, gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def train_device(name: str) -> torch.device:
-    """The device of this process: with several CUDA processes, its LOCAL_RANK's GPU. A
-    machine with fewer GPUs than processes is an error: NCCL needs one GPU per process,
-    and rank 1 of two on a one-GPU machine would otherwise ask for a cuda:1 that is not
-    there."""
-    from .inference import resolve_device
-
-    device = torch.device(resolve_device(name))
-    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
-        gpus = torch.cuda.device_count()
-        if max(local_rank, local_world - 1) >= gpus:
-            raise ConfigError(f"device: {local_world} processes on this machine but {gpus} GPU(s); run torchrun "
-                              f"with --nproc_per_node {gpus} (one GPU per process), or device=cpu")
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    return device
 
 
 # ------------------------------------------------------------------ data
@@ -581,7 +539,7 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, log) -> Path:
     from .data.datasets import ClipDataset
 
     cfg.validate()
-    device = train_device(cfg.device)
+    device = process_device(cfg.device)
     if cfg.precision == "bf16" and device.type != "cuda":
         raise ConfigError("precision: bf16 training runs on CUDA only (bf16 autocast training is unsafe on this "
                           "CPU: heap corruption and hangs were measured); use fp32 on CPU")

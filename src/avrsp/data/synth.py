@@ -94,11 +94,18 @@ class SynthVideo:
         """Frame k's map peaks on the sounding disc (within 1.5 radii) and on no nearer
         disc: the built-in model's acceptance rule. ``scale`` (x, y) maps the video's
         pixels to the map's."""
-        y, x = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
-        pos = self.positions[k] * np.asarray(scale)
-        d = np.hypot(pos[:, 0] - x, pos[:, 1] - y)
-        s = self.sounding[k]
-        return bool(d[s] < 1.5 * self.radius * scale[1] and d[s] == d.min())
+        return peak_on_sounding_disc(self.positions[k], self.sounding[k], self.radius, saliency, scale)
+
+
+def peak_on_sounding_disc(positions: np.ndarray, sounding: int, radius: float, saliency: np.ndarray,
+                          scale=(1.0, 1.0)) -> bool:
+    """The rule of :meth:`SynthVideo.peak_on_sounding_disc` for one frame, from its discs'
+    ``positions`` (x, y per disc, video pixels) and the ``sounding`` disc's index, as
+    ``synth.json`` records them."""
+    y, x = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
+    pos = np.asarray(positions, np.float64) * np.asarray(scale)
+    d = np.hypot(pos[:, 0] - x, pos[:, 1] - y)
+    return bool(d[sounding] < 1.5 * radius * scale[1] and d[sounding] == d.min())
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:

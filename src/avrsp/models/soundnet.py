@@ -23,6 +23,8 @@ class SoundNet8(nn.Module):
     ``width`` scales channel counts for the tiny configuration (1.0 = published).
     """
 
+    conv_bn_pairs = tuple((f"conv{i}", f"batchnorm{i}") for i in range(1, len(_LAYERS) + 1))
+
     def __init__(self, width: float = 1.0):
         super().__init__()
         cin = 1
