@@ -42,7 +42,6 @@ from avrsp.data.datasets import resize_map, to_model_frames
 from avrsp.data.synth import PALETTE, SynthConfig, _write_mp4, generate_video
 from avrsp.loss import SaliencyLoss
 from avrsp.media import SOUNDNET_RATE, MediaWarning, clip_audio, frame_span
-from avrsp.models.soundnet import SoundNet8
 from avrsp.predict import Predictor
 
 EVAL_SEED = 99       # tests/test_predict.py's unseen videos

@@ -89,7 +89,8 @@ def test_float_fields_accept_every_usual_notation(tmp_path, text, value):
     on the command line and in YAML files alike."""
     from avrsp.train import load_train_config
 
-    assert replace(avrsp.get_config("avrsp"), parse_overrides([f"bn_momentum={text}"])).bn_momentum == pytest.approx(value)
+    cfg = replace(avrsp.get_config("avrsp"), parse_overrides([f"bn_momentum={text}"]))
+    assert cfg.bn_momentum == pytest.approx(value)
     path = tmp_path / "t.yaml"
     path.write_text(f"model: avrsp_tiny\noptim:\n  lr: {text}\n")
     cfg = load_train_config(path, parse_overrides([f"optim.weight_decay={text}"]))

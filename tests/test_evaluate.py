@@ -383,5 +383,6 @@ def test_two_processes_shard_predict_and_evaluate_into_what_one_writes(tmp_path)
     two = _torchrun([*args, "--out", str(tmp_path / "p2")], tmp_path)
     assert two.returncode == 0, two.stderr[-2000:]
     files = sorted(p.relative_to(tmp_path / "p1") for p in (tmp_path / "p1").rglob("*.png"))
-    assert len(files) == 36 and files == sorted(p.relative_to(tmp_path / "p2") for p in (tmp_path / "p2").rglob("*.png"))
+    assert len(files) == 36
+    assert files == sorted(p.relative_to(tmp_path / "p2") for p in (tmp_path / "p2").rglob("*.png"))
     assert all((tmp_path / "p1" / f).read_bytes() == (tmp_path / "p2" / f).read_bytes() for f in files)

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from avrsp.checkpoint import load_model
-from avrsp.cli import main
 from avrsp.config import ConfigError
 from avrsp.data.synth import SynthConfig, generate_video
 from avrsp.inference import (Background, native_bf16, predict_frames, prefetch, prepare, resolve_device,

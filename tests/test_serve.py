@@ -187,9 +187,11 @@ def test_the_page_plays_scrubs_and_scores_in_a_browser(server, browser, tmp_path
     assert d.find_element("id", "frame-no").text == "40"
     assert abs(d.execute_script("return document.getElementById('video').currentTime;") - 39 / 15) < 0.1
     # The opacity slider changes the overlay.
-    d.execute_script("const o = document.getElementById('opacity'); o.value = 0.2; o.dispatchEvent(new Event('input'));")
+    set_opacity = ("const o = document.getElementById('opacity'); o.value = arguments[0]; "
+                   "o.dispatchEvent(new Event('input'));")
+    d.execute_script(set_opacity, 0.2)
     assert d.execute_script("return document.getElementById('overlay').style.opacity;") == "0.2"
-    d.execute_script("const o = document.getElementById('opacity'); o.value = 0.6; o.dispatchEvent(new Event('input'));")
+    d.execute_script(set_opacity, 0.6)
     links = {a.text: a.get_attribute("href") for a in d.find_elements("css selector", "#downloads a")}
     assert set(links) == {"maps (.zip of PNGs)", "maps (.npz)", "overlay video"}
     d.save_screenshot(str(tmp_path / "upload.png"))

@@ -261,3 +261,40 @@ def imresize_post(pred, shape):
     from avrsp import metrics
 
     return metrics.imresize(metrics.stavis_postprocess(pred), shape)
+
+
+def test_the_paper_stage1_config_trains_and_validates_like_evaluate(tmp_path):
+    """configs/stage1_dhf1k.yaml on a DHF1K-layout folder made by avrsp synth (shrunk to the
+    tiny network so that it runs in seconds): a few steps, precise BatchNorm before the
+    validation, and the validation's metrics are evaluate's (no post-processing for DHF1K)."""
+    root = tmp_path / "synth"
+    write_dataset(root, SynthConfig(videos=6, frames=12, height=64, width=96, seed=8))
+    tiny = {f"model.{k}": v for k, v in {"frames": 8, "height": 64, "width": 96, "s3d_width": 0.25,
+                                         "dims": [32, 16, 16, 8], "backbone_bn_momentum": 0.1}.items()}
+    cfg = load_train_config(CONFIGS / "stage1_dhf1k.yaml", {
+        "data.root": str(root / "dhf1k"), "init.s3d": "", "epochs": 1, "steps_per_epoch": 2, "batch_size": 2,
+        "precise_bn": 2, "workers": 0, "log_images": 0, "out": str(tmp_path / "run"), **tiny})
+    assert cfg.precise_bn == 2 and cfg.data.val == "dhf1k_val" and cfg.model.name == "avrsp_v"
+    assert load_train_config(CONFIGS / "stage1_dhf1k.yaml").precise_bn == 200  # the paper config recomputes them
+    train(cfg, progress=False, log=lambda *a: None)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    for m in ("val_sim", "val_cc", "val_kld", "val_nss", "val_auc_j"):
+        assert np.isfinite(float(rows[1][m])), m
+
+
+def test_fixed_bn_keeps_soundnets_statistics(synth, tmp_path):
+    """init.fixed_bn: [audio_net] (the stage-2 configs): SoundNet's running statistics stay
+    as loaded through training and precise BatchNorm, while its weights train."""
+    cfg = tiny_cfg(synth, tmp_path / "run", epochs=1, steps_per_epoch=3, precise_bn=2, **{"init.fixed_bn": ["audio_net"]})
+    torch.manual_seed(0)
+    start = avrsp.create_model("avrsp_tiny").audio_net.state_dict()
+    model = load_model(train(cfg, progress=False, log=lambda *a: None) / "last.safetensors")
+    after = model.audio_net.state_dict()
+    stats = [k for k in start if "running_" in k]
+    assert stats and all(torch.equal(after[k], start[k]) for k in stats)
+    assert not torch.equal(after["conv1.weight"], start["conv1.weight"])         # the weights did train
+    other = model.decoder.block0[1].running_mean
+    assert not torch.equal(other, torch.zeros_like(other))                         # other BatchNorms did move
+    with pytest.raises(ConfigError, match="init.fixed_bn: unknown part"):
+        tiny_cfg(synth, tmp_path / "x", **{"init.fixed_bn": ["soundnet"]})

@@ -191,8 +191,12 @@ def train_config(study: StudyConfig, data: Path, overrides: dict[str, Any], seed
     from .train import TrainConfig
 
     h, w = study.stage1_size if stage == 1 else study.input_size
-    model = get_config(study.model, **{**overrides, "height": h, "width": w, **({"audio": False} if stage == 1 else {})})
-    epochs, steps = (study.stage1_epochs, study.stage1_steps) if stage == 1 else (study.stage2_epochs, study.stage2_steps)
+    visual_only = {"audio": False} if stage == 1 else {}
+    model = get_config(study.model, **{**overrides, "height": h, "width": w, **visual_only})
+    if stage == 1:
+        epochs, steps = study.stage1_epochs, study.stage1_steps
+    else:
+        epochs, steps = study.stage2_epochs, study.stage2_steps
     return replace(TrainConfig(model=model), {
         "data": {"layout": "stavis", "root": str(data / "stavis"), "split": 1, "val": "holdout",
                  "clips_per_video": 1, "val_clips_per_video": 1},

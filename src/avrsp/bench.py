@@ -294,8 +294,10 @@ def preview(device: str, ks: tuple[int, ...] = (2, 4, 8), videos: int = 3, secon
         exact, t_exact = run(1)
         for k in ks:
             maps, t = run(k)
-            ccs = [float(np.corrcoef(a.ravel(), b.ravel())[0, 1]) for va, vb in zip(exact, maps) for a, b in zip(va, vb)]
-            rows.append({"every": k, "speedup": t_exact / t, "cc_mean": float(np.mean(ccs)), "cc_min": float(np.min(ccs))})
+            ccs = [float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+                   for va, vb in zip(exact, maps) for a, b in zip(va, vb)]
+            rows.append({"every": k, "speedup": t_exact / t, "cc_mean": float(np.mean(ccs)),
+                         "cc_min": float(np.min(ccs))})
     return {"videos": videos, "frames": sum(len(v) for v in exact), "exact_fps": sum(len(v) for v in exact) / t_exact,
             "rows": rows}
 
@@ -569,7 +571,8 @@ def markdown(results: list[dict]) -> str:
                   "Clips per second one DataLoader worker assembles at paper size (32 frames at 224×384, map, "
                   "fixations; sound for the frames), against the clips per second one training step of `avrsp` "
                   "consumes (batch 4; bf16 autocast on CUDA, fp32 on the CPU).", "",
-                  "| Machine | JPEG frames 640×360 | video file 640×360 | train step consumes | workers to keep it fed |",
+                  "| Machine | JPEG frames 640×360 | video file 640×360 | train step consumes | "
+                  "workers to keep it fed |",
                   "|---|---|---|---|---|"]
         for r in trains:
             t = r["train"]

@@ -223,12 +223,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .distributed import process_device, setup_distributed
     from .media import MediaError
     from .predict import Predictor, built_in_notice, collect_videos, predict_to_folder
 
     videos = collect_videos(args.videos)
-    from .distributed import process_device, setup_distributed
-
     if args.every < 1:
         raise ConfigError(f"--every {args.every}: must be 1 (every frame) or more")
     device = process_device(args.device)  # under torchrun: this process's GPU, or its share of the CPU
@@ -238,7 +237,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.checkpoint is None and dist.main:
         print(built_in_notice(), file=sys.stderr)
     if args.every > 1 and dist.main:
-        print(f"preview: the model runs on every {args.every}th frame, the maps between are interpolated "
+        print(f"preview: the model runs on one frame in {args.every}, the maps between are interpolated "
               f"(--every 1, the default, is the exact protocol)", file=sys.stderr)
     out = Path(args.out)
     names = [v.stem for v in videos]
@@ -522,11 +521,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "frame and see the map and RAVF's Ret_A/Ret_V, download the maps; with --data, "
                                    "score a dataset's test videos frame by frame. docs/serve.md.")
     p.add_argument("--checkpoint", metavar="FILE", help="an avrsp model file (default: the built-in model)")
-    p.add_argument("--data", metavar="ROOT", help="a dataset folder (STAViS layout or DHF1K) to browse with ground truth")
+    p.add_argument("--data", metavar="ROOT",
+                   help="a dataset folder (STAViS layout or DHF1K) to browse with ground truth")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=500.0, help="largest accepted upload (default 500 MB)")
-    p.add_argument("--workdir", metavar="DIR", help="where jobs are kept (default: a temporary folder, removed on exit)")
+    p.add_argument("--workdir", metavar="DIR",
+                   help="where jobs are kept (default: a temporary folder, removed on exit)")
     _add_runtime_args(p)
     p.set_defaults(func=cmd_serve)
 

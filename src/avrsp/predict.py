@@ -8,6 +8,7 @@ Without ``checkpoint`` the model shipped in the package is used (docs/default_mo
 
 from __future__ import annotations
 
+import functools
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -139,11 +140,19 @@ class Predictor:
 
 # ------------------------------------------------------------------ outputs
 
-def colormap(m: np.ndarray) -> np.ndarray:
-    """A map in [0, 1] → RGB uint8 with matplotlib's 'jet', the field's usual heatmap."""
+@functools.cache
+def _jet() -> np.ndarray:
     from matplotlib import colormaps
 
-    return (colormaps["jet"](np.clip(m, 0, 1))[..., :3] * 255).astype(np.uint8)
+    return (colormaps["jet"](np.arange(256))[:, :3] * 255).astype(np.uint8)
+
+
+def colormap(m: np.ndarray) -> np.ndarray:
+    """A map in [0, 1] → RGB uint8 with matplotlib's 'jet', the field's usual heatmap.
+    matplotlib's colormap is a 256-entry table indexed by ⌊256·m⌋ (1.0 → 255); indexing
+    that table ourselves gives the same colours without its float RGBA intermediate."""
+    index = np.minimum((np.clip(m, 0, 1) * 256).astype(np.int32), 255)
+    return _jet()[index]
 
 
 def overlay(frame: np.ndarray, m: np.ndarray, alpha: float = 0.6) -> np.ndarray:
@@ -152,8 +161,8 @@ def overlay(frame: np.ndarray, m: np.ndarray, alpha: float = 0.6) -> np.ndarray:
     The map is scaled to its own maximum, so each frame shows where its most salient
     places are.
     """
-    scaled = m / max(float(m.max()), 1e-8)
-    a = (alpha * scaled)[..., None]
+    scaled = (m / max(float(m.max()), 1e-8)).astype(np.float32)
+    a = (np.float32(alpha) * scaled)[..., None]
     return (frame * (1 - a) + colormap(scaled) * a).astype(np.uint8)
 
 
@@ -285,7 +294,7 @@ class _SoundTrack:
         return pending
 
 
-class _OverlayWriter:
+class OverlayWriter:
     """H.264 video of the overlays with the source's sound (see :class:`_SoundTrack`).
 
     Written to a hidden temporary file and renamed on :meth:`close`; :meth:`abort`
@@ -399,7 +408,7 @@ def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool
     maps_dir.mkdir(parents=True)
     if frames:
         (work / "frames").mkdir()
-    writers: list[_OverlayWriter] = []
+    writers: list[OverlayWriter] = []
     writer = shown = archive = bar = None
     rets: list[tuple[np.ndarray | None, np.ndarray | None]] = []
     t0 = time.time()
@@ -407,14 +416,14 @@ def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool
     try:
         width = info.width * (2 if side_by_side else 1)
         if overlay_video:
-            writer = _OverlayWriter(work / f"{video.stem}_saliency.mp4", video, info.fps, width, info.height)
+            writer = OverlayWriter(work / f"{video.stem}_saliency.mp4", video, info.fps, width, info.height)
             writers.append(writer)
         if display_video:
-            shown = _OverlayWriter(work / "video.mp4", video, info.fps, info.width, info.height)
+            shown = OverlayWriter(work / "video.mp4", video, info.fps, info.width, info.height)
             writers.append(shown)
         archive = _NpzStream(work / "maps.npz") if npz else None
         originals = prefetch((rgb for rgb, _ in iter_frames(video)), 4) if (writers or frames) else None
-        thumb = _thumbnail_size(info.width, info.height)
+        thumb = thumbnail_size(info.width, info.height)
         bar = tqdm(total=info.frames or None, unit="frame", desc=video.name, disable=not progress,
                    dynamic_ncols=True)
 
@@ -479,7 +488,7 @@ def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool
     return PredictResult(video, out, n, time.time() - t0)
 
 
-def _thumbnail_size(width: int, height: int, most: int = 640) -> tuple[int, int]:
+def thumbnail_size(width: int, height: int, most: int = 640) -> tuple[int, int]:
     scale = min(1.0, most / max(width, 1))
     return max(1, round(width * scale)), max(1, round(height * scale))
 

@@ -171,7 +171,7 @@ def dataset_job(predictor, item, postprocess: bool) -> Callable[[Job], dict]:
 
     from .evaluate import score_video
     from .inference import predict_frames_with_relevance
-    from .predict import _OverlayWriter, _thumbnail_size, resize_map
+    from .predict import OverlayWriter, resize_map, thumbnail_size
 
     def run(job: Job) -> dict:
         video = item.video
@@ -182,7 +182,7 @@ def dataset_job(predictor, item, postprocess: bool) -> Callable[[Job], dict]:
             (out / d).mkdir(parents=True, exist_ok=True)
         first = video.frame(0)
         h, w = first.shape[:2]
-        thumb = _thumbnail_size(w, h)
+        thumb = thumbnail_size(w, h)
         model = predictor.model
         preds, rets = [], []
         for k, m, ret_a, ret_v in predict_frames_with_relevance(
@@ -194,7 +194,7 @@ def dataset_job(predictor, item, postprocess: bool) -> Callable[[Job], dict]:
         record = score_video(video, lambda k: preds[k].astype(np.float64), postprocess=postprocess)
         job.message = "writing"
         wav = video.audio_path if video.audio is not None else None  # a broken track: no sound, as for the model
-        writer = _OverlayWriter(out / "video.mp4", wav, video.fps, w, h)
+        writer = OverlayWriter(out / "video.mp4", wav, video.fps, w, h)
         try:
             maps = []
             for k in range(n):
@@ -213,7 +213,8 @@ def dataset_job(predictor, item, postprocess: bool) -> Callable[[Job], dict]:
         except BaseException:
             writer.abort()
             raise
-        np.savez_compressed(out / "maps.npz", **{f"frame_{k + 1:05d}": m.astype(np.float32) for k, m in enumerate(maps)})
+        np.savez_compressed(out / "maps.npz",
+                            **{f"frame_{k + 1:05d}": m.astype(np.float32) for k, m in enumerate(maps)})
         if rets and rets[0][0] is not None:
             np.savez(out / "relevance.npz", ret_a=np.stack([a for a, _ in rets]), ret_v=np.stack([v for _, v in rets]))
         per_frame = record["per_frame"]
@@ -297,7 +298,8 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
     from .predict import Predictor, built_in_notice, demo_video
 
     predictor = Predictor(checkpoint, device=device, precision=precision, batch=batch)
-    model_line = built_in_notice() if checkpoint is None else f"model: {Path(checkpoint).name} ({predictor.config.name})"
+    model_line = (built_in_notice() if checkpoint is None
+                  else f"model: {Path(checkpoint).name} ({predictor.config.name})")
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="avrsp-serve-"))
     jobs = Jobs(root / "jobs")
     uploads = root / "uploads"
