@@ -76,6 +76,8 @@ def test_study_runs_resumes_and_reports(tmp_path, monkeypatch, capsys):
     assert set(stage1) <= set(load_file(str(out / "runs" / FULL / "seed0" / "best.safetensors")))
     text = md.read_text()
     assert "Hand-written discussion that must survive." in text
+    # The report names where the seconds were measured.
+    assert {r["machine"] for r in results} == {ab.machine_label("cpu")} and ab.machine_label("cpu") in text
     # The RAVF row's relevant-CC cell is the mean ± sample std of the two seeds' figures.
     ccs = [r["scores"]["sound"]["relevant"]["cc"] for r in results if r["variant"] == FULL]
     assert f"{np.mean(ccs):.3f} ± {np.std(ccs, ddof=1):.3f}" in text

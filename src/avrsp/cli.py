@@ -557,9 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ablate", help="the paper's ablations (Tables III–V, Fig. 6) on synthetic data",
                        description="Train every variant of Tables III–V with several seeds on an `avrsp synth` "
                                    "dataset, score them by video kind, and write docs/results.md. Without "
-                                   "--config: the reduced study (under an hour on 2 CPU cores). Resumes.")
+                                   "--config: the reduced study (about 3 hours on 2 CPU cores, docs/results.md). Resumes.")
     p.add_argument("--config", metavar="FILE", help="a study config (configs/studies/ablations_*.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0,1] tables=[V] epochs=5")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0,1] tables=[V] stage2_steps=300")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from finished runs")
     p.add_argument("--write", default="docs/results.md", metavar="FILE", help="the report (default docs/results.md)")
     p.set_defaults(func=cmd_ablate)

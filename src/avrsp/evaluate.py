@@ -33,6 +33,7 @@ import numpy as np
 from .checkpoint import atomic_write
 from .data.datasets import (STAVIS_DATABASES, AnnotatedVideo, DataError, dhf1k_videos, stavis_databases,
                             stavis_fold_list, stavis_videos)
+from .media import write_map_png
 from .metrics import METRICS, imresize, score_frame
 
 TABLE_METRICS = ("sim", "cc", "nss", "auc_j")          # Tables I–II, in their order
@@ -207,15 +208,12 @@ def _save_json(path: Path, obj) -> None:
 
 def _save_maps(out: Path, item: Item, preds: np.ndarray) -> None:
     """8-bit PNGs at the frame's resolution, named like the ground truth they match."""
-    from PIL import Image
-
     d = out / "maps" / item.dataset / item.video.name
     d.mkdir(parents=True, exist_ok=True)
     h, w = item.video.frame(0).shape[:2]
     for k, p in enumerate(preds):
         m = np.clip(imresize(p.astype(np.float64), (h, w)), 0, 1)
-        atomic_write(d / f"eyeMap_{k + 1:05d}.png",
-                     lambda tmp, m=m: Image.fromarray(np.round(m * 255).astype(np.uint8)).save(tmp, format="PNG"))
+        atomic_write(d / f"eyeMap_{k + 1:05d}.png", lambda tmp, m=m: write_map_png(tmp, m))
 
 
 FIGURE_VIDEOS = 2

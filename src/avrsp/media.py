@@ -85,6 +85,19 @@ def probe(path: str | Path) -> VideoInfo:
                          int(a.rate) if a is not None else None, int(a.channels) if a is not None else 0)
 
 
+def write_map_png(path: str | Path, saliency: np.ndarray) -> None:
+    """Write a map in [0, 1] as an 8-bit greyscale PNG (round(map × 255)).
+
+    zlib level 1: on smooth saliency maps it writes files about 1.7× the size of the
+    default level 6 in a seventh of the time (0.24 against 1.6 ms at 144×256), and
+    ``predict`` writes one a frame on the cores the model uses (docs/performance.md).
+    """
+    from PIL import Image
+
+    Image.fromarray(np.round(np.clip(saliency, 0, 1) * 255).astype(np.uint8)).save(path, format="PNG",
+                                                                                     compress_level=1)
+
+
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize an RGB uint8 frame to (height, width) with swscale's area filter, the same
     resampling ``iter_frames`` applies to decoded video, so frames from images and from

@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import atomic_write, load_model
+from .checkpoint import load_model
 from .inference import (Background, default_batch, model_inputs, predict_frames, predict_frames_with_relevance,
                         prefetch, prepare, resolve_device, resolve_precision)
-from .media import SOUNDNET_RATE, MediaError, MediaWarning, clip_audio, iter_frames, probe, read_audio, resize_rgb
+from .media import (SOUNDNET_RATE, MediaError, MediaWarning, clip_audio, iter_frames, probe, read_audio, resize_rgb,
+                    write_map_png)
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 
@@ -428,8 +429,7 @@ def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool
                    dynamic_ncols=True)
 
         def write(k: int, m: np.ndarray) -> None:
-            atomic_write(maps_dir / f"{k + 1:05d}.png", lambda tmp: Image.fromarray(
-                np.round(np.clip(m, 0, 1) * 255).astype(np.uint8)).save(tmp, format="PNG"))
+            write_map_png(maps_dir / f"{k + 1:05d}.png", m)  # the .partial folder makes it atomic
             if archive is not None:
                 archive.add(k, m)
             if originals is None:
