@@ -32,7 +32,7 @@ demo-clip: setup
 	$(BIN)/avrsp synth runs/demo-src --videos 3 --frames 96 --height 144 --width 256 --seed 7 --relevant-fraction 1 --overwrite
 	cp runs/demo-src/videos/synth_000_relevant.mp4 src/avrsp/assets/demo.mp4
 
-# The reduced ablation study (docs/results.md; under an hour on 2 CPU cores) and the
+# The reduced ablation study (docs/results.md; about 3 hours on 2 CPU cores) and the
 # inference benchmark (docs/performance.md, with the recorded GPU run merged in).
 ablations: setup
 	$(BIN)/avrsp ablate
