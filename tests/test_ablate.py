@@ -97,6 +97,11 @@ def test_study_runs_resumes_and_reports(tmp_path, monkeypatch, capsys):
     assert "stage2_steps" in capsys.readouterr().err
     saved = json.loads((out / "study.json").read_text())
     assert saved["stage2_steps"] == 2
+    # A report covers its own variants and seeds only, though the folder holds more runs.
+    narrow = [a for a in args if not a.startswith(("only=", "seeds="))] + ["only=[" + FULL + "]", "seeds=[1]"]
+    assert main(narrow + ["--report-only"]) == 0
+    text = md.read_text()
+    assert "from 1 stage-2 run and" in text and "| add | – |" in text
 
 
 def test_roc_auc_is_the_probability_a_positive_outranks_a_negative():
