@@ -267,6 +267,7 @@ def evaluate_run(checkpoint: Path, study: StudyConfig, data: Path, items: list |
     maps: dict[str, dict[str, list]] = {c: {} for c in conditions}
     hits = {c: [0, 0] for c in ("sound", "silence")}
     ret_per_video = []
+    size = (study.height, study.width)  # the synthetic frames' size, where the discs' positions are given
     for item in items:
         v, kind = item.video, kinds[item.video.name]
         for condition, sound in conditions.items():
@@ -278,7 +279,6 @@ def evaluate_run(checkpoint: Path, study: StudyConfig, data: Path, items: list |
                                        "dataset": item.dataset, "split": item.split})
             if kind == "relevant" and condition in hits:
                 m = meta[v.name]
-                size = (study.height, study.width)
                 for k, p in enumerate(preds):
                     hits[condition][0] += peak_on_sounding_disc(m["positions"][k], m["sounding"][k], m["radius"],
                                                                 resize_map(p, size))
@@ -293,7 +293,7 @@ def evaluate_run(checkpoint: Path, study: StudyConfig, data: Path, items: list |
     result["hits"] = {c: (h / n if n else math.nan) for c, (h, n) in hits.items()}
     if not model.config.audio:
         result["hits"]["silence"] = result["hits"]["sound"]  # it does not hear anything
-    if model.config.audio:
+    else:
         agree = {c: [_mean_cc(maps["sound"][v.name], maps[c][v.name]) for v in music] for c in ("silence", "other")}
         result["music_agreement"] = {c: float(np.nanmean(vals)) if vals else math.nan for c, vals in agree.items()}
     if ret_per_video:

@@ -441,8 +441,7 @@ def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool
             if shown is not None:
                 shown.add(frame)
             if frames:
-                Image.fromarray(frame).resize(thumb, Image.Resampling.BILINEAR).save(
-                    work / "frames" / f"{k + 1:05d}.jpg", quality=85)
+                save_thumbnail(frame, thumb, work / "frames" / f"{k + 1:05d}.jpg")
 
         outputs = Background()
         try:
@@ -491,6 +490,11 @@ def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool
 def thumbnail_size(width: int, height: int, most: int = 640) -> tuple[int, int]:
     scale = min(1.0, most / max(width, 1))
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def save_thumbnail(frame: np.ndarray, size: tuple[int, int], path: Path) -> None:
+    """The frame the page shows: ``size`` from :func:`thumbnail_size`, as a JPEG."""
+    Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR).save(path, quality=85)
 
 
 def collect_videos(inputs: list[str]) -> list[Path]:

@@ -167,11 +167,10 @@ def video_job(predictor, video: Path) -> Callable[[Job], dict]:
 def dataset_job(predictor, item, postprocess: bool) -> Callable[[Job], dict]:
     """Predict one test video of ``--data`` with the test protocol and score every frame
     exactly as ``avrsp evaluate`` does."""
-    from PIL import Image
-
     from .evaluate import score_video
     from .inference import predict_frames_with_relevance
-    from .predict import OverlayWriter, resize_map, thumbnail_size
+    from .media import write_map_png
+    from .predict import OverlayWriter, resize_map, save_thumbnail, thumbnail_size
 
     def run(job: Job) -> dict:
         video = item.video
@@ -200,15 +199,13 @@ def dataset_job(predictor, item, postprocess: bool) -> Callable[[Job], dict]:
             for k in range(n):
                 frame = video.frame(k)
                 writer.add(frame)
-                Image.fromarray(frame).resize(thumb, Image.Resampling.BILINEAR).save(
-                    out / "frames" / f"{k + 1:05d}.jpg", quality=85)
+                save_thumbnail(frame, thumb, out / "frames" / f"{k + 1:05d}.jpg")
                 m = np.clip(resize_map(preds[k], (h, w)), 0, 1)
                 maps.append(m)
-                Image.fromarray(np.round(m * 255).astype(np.uint8)).save(out / "maps" / f"{k + 1:05d}.png")
+                write_map_png(out / "maps" / f"{k + 1:05d}.png", m)
                 gt = video.saliency_map(k)
                 if gt is not None:
-                    Image.fromarray(np.round(np.clip(gt, 0, 1) * 255).astype(np.uint8)).save(
-                        out / "gt" / f"{k + 1:05d}.png")
+                    write_map_png(out / "gt" / f"{k + 1:05d}.png", gt)
             writer.close()
         except BaseException:
             writer.abort()
