@@ -69,8 +69,8 @@ def test_default_model_looks_at_the_sounding_disc(sounding_disc_hits):
 
 
 @pytest.mark.xfail(strict=True, reason="issue 16's bars (≥ 65 % with sound, ≤ 35 % with silence) are not met: the "
-                                       "shipped model scores 55 % / 30 %; retraining with music videos did not bind "
-                                       "the sound in 750 steps (docs/default_model.md)")
+                                       "shipped model (relevant videos, then both kinds) scores 58.5 % / 29 % "
+                                       "(docs/default_model.md)")
 def test_default_model_meets_the_bars_of_issue_16(sounding_disc_hits):
     with_sound, silent = sounding_disc_hits
     assert with_sound >= 0.65 and silent <= 0.35
