@@ -159,6 +159,14 @@ def test_bench_runs_from_the_installed_package(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--merge" in proc.stderr
 
 
+def test_workers_to_feed_never_rounds_a_needed_worker_away():
+    from avrsp.bench import workers_to_feed
+
+    assert workers_to_feed(0.011).startswith("1 (0.011 ")  # a CPU step: one worker, a hundredth of its output
+    assert workers_to_feed(3.2).startswith("4 (3.2 ")
+    assert workers_to_feed(2.0).startswith("2 (2 ")
+
+
 def _with_statistics(model):
     """BatchNorm statistics from one training-mode batch, so folding them matters."""
     for m in model.modules():

@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import math
 import os
 import platform
 import shutil
@@ -362,8 +363,14 @@ def train_pipeline(device: str, log) -> dict:
     out["train_clips_s"] = 4 / seconds
     out["workers_needed"] = out["train_clips_s"] / min(out["jpeg frames 640×360"], out["video file 640×360"])
     log(f"  train step (avrsp, batch 4, {'bf16 autocast' if device.startswith('cuda') else 'fp32'}): "
-        f"{out['train_clips_s']:.2f} clips/s; workers to keep it fed: {out['workers_needed']:.1f}")
+        f"{out['train_clips_s']:.3g} clips/s; workers to keep it fed: {workers_to_feed(out['workers_needed'])}")
     return out
+
+
+def workers_to_feed(fraction: float) -> str:
+    """Whole DataLoader workers for a step that needs ``fraction`` of one worker's clips,
+    with the fraction: a CPU step needs a hundredth of one, which rounding would call 0."""
+    return f"{max(1, math.ceil(fraction))} ({fraction:.2g} of one's output)"
 
 
 def random_checkpoint(name: str, folder: Path) -> Path:
@@ -577,7 +584,8 @@ def markdown(results: list[dict]) -> str:
         for r in trains:
             t = r["train"]
             lines.append(f"| {r['machine']['label']} | {t['jpeg frames 640×360']:.2f} | "
-                         f"{t['video file 640×360']:.2f} | {t['train_clips_s']:.2f} | {t['workers_needed']:.1f} |")
+                         f"{t['video file 640×360']:.2f} | {t['train_clips_s']:.3g} | "
+                         f"{workers_to_feed(t['workers_needed'])} |")
     lines += ["", "## bf16 against fp32", "",
               "The built-in model's maps in whole-model bf16 against fp32, every frame of "
               "unseen synthetic videos (relevant and music kinds, 144×256, 4 s each).", "",
