@@ -111,3 +111,36 @@ def test_roc_auc_is_the_probability_a_positive_outranks_a_negative():
     pos, neg = rng.normal(1, 1, 200), rng.normal(0, 1, 300)
     brute = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
     assert ab.roc_auc(list(pos), list(neg)) == pytest.approx(brute)
+
+
+def test_curriculum_trains_on_relevant_videos_then_continues_on_both(tmp_path):
+    """stage2_relevant_steps: stage 2 first trains on the relevant videos alone, and the
+    part on both kinds starts from everything it learned (SoundNet included)."""
+    from avrsp.config import read_yaml
+    from avrsp.evaluate import video_kinds
+
+    out, md = tmp_path / "study", tmp_path / "results.md"
+    tiny = [a for a in TINY if not a.startswith("seeds=")]
+    assert main(["ablate", f"out={out}", *tiny, "seeds=[0]", f"only=[{FULL}]", "stage2_relevant_steps=1",
+                 "--write", str(md)]) == 0
+    data = out / "data"
+    kinds = video_kinds(data)
+    for lst in sorted((data / "stavis" / "fold_lists").glob("*.txt")):
+        every = [line.split()[0] for line in lst.read_text().splitlines() if line.strip()]
+        cut = [line.split()[0] for line in (data / "stavis_relevant" / "fold_lists" / lst.name).read_text().splitlines()
+               if line.strip()]
+        assert cut == [v for v in every if kinds[v] == "relevant"] and cut and len(cut) < len(every)
+    run = out / "runs" / FULL / "seed0"
+    first, second = read_yaml(run / "relevant" / "config.yaml"), read_yaml(run / "config.yaml")
+    assert first["data"]["root"] == str(data / "stavis_relevant") and first["steps_per_epoch"] == 1
+    assert first["init"]["model"] == str(out / "runs" / "stage1" / ab.visual_name({}) / "seed0" / "best.safetensors")
+    assert first["init"]["soundnet"] == str(out / "probe" / "soundnet.safetensors")
+    assert second["data"]["root"] == str(data / "stavis") and second["steps_per_epoch"] == 2
+    assert second["init"] == {**second["init"], "model": str(run / "relevant" / "best.safetensors"), "soundnet": ""}
+    assert "starts with 1 step on the relevant" in md.read_text()
+    # A folder of one recipe does not take runs of the other, nor does one from before the setting.
+    assert main(["ablate", f"out={out}", *tiny, "seeds=[0]", f"only=[{FULL}]", "--write", str(md)]) == 2
+    saved = json.loads((out / "study.json").read_text())
+    (out / "study.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "stage2_relevant_steps"}))
+    assert main(["ablate", f"out={out}", *tiny, "seeds=[0]", f"only=[{FULL}]", "stage2_relevant_steps=1",
+                 "--write", str(md)]) == 2

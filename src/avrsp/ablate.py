@@ -11,6 +11,9 @@ disc viewers look at, or it is background music), and per seed:
   4×6 fusion tokens, where the sound can point at a place), with the audio branch and
   SoundNet started from a pretrained state (the pitch probe, ``avrsp.pretrain``), or
   without audio for the visual-only rows, which get the same training for fairness.
+  With ``stage2_relevant_steps`` > 0 stage 2 is a curriculum: that many steps on the
+  relevant videos only, where the sound is the one cue to learn, then its epochs on
+  both kinds (the built-in model's recipe, docs/default_model.md).
 
 Each variant is then scored on fold 1's held-out test videos of both kinds, and the
 measures answer the paper's claims rather than only its tables:
@@ -82,6 +85,7 @@ class StudyConfig:
     input_size: tuple[int, int] = (128, 192)
     stage2_epochs: int = 1
     stage2_steps: int = 150
+    stage2_relevant_steps: int = 0           # curriculum: stage 2 starts with this many steps on relevant videos only
     batch_size: int = 8
     lr: float = 1e-3
     precise_bn: int = 8
@@ -100,6 +104,8 @@ class StudyConfig:
             raise ConfigError("table4_modes: a list of AV and/or V")
         if not self.seeds:
             raise ConfigError("seeds: give at least one")
+        if self.stage2_relevant_steps < 0:
+            raise ConfigError(f"stage2_relevant_steps: 0 (off) or more, got {self.stage2_relevant_steps}")
         for name in ("stage1_size", "input_size"):
             h, w = getattr(self, name)
             if h % 32 or w % 32 or h <= 0 or w <= 0:
@@ -187,7 +193,9 @@ def soundnet_file(study: StudyConfig, log) -> str:
 
 
 def train_config(study: StudyConfig, data: Path, overrides: dict[str, Any], seed: int, out: Path, *,
-                 stage: int, init: str = "", soundnet: str = ""):
+                 stage: int, init: str = "", soundnet: str = "", relevant_only: bool = False):
+    """The training run of one stage; ``relevant_only``: the curriculum's first part of
+    stage 2 (``stage2_relevant_steps`` steps on :func:`relevant_view`)."""
     from .train import TrainConfig
 
     h, w = study.stage1_size if stage == 1 else study.input_size
@@ -195,15 +203,39 @@ def train_config(study: StudyConfig, data: Path, overrides: dict[str, Any], seed
     model = get_config(study.model, **{**overrides, "height": h, "width": w, **visual_only})
     if stage == 1:
         epochs, steps = study.stage1_epochs, study.stage1_steps
+    elif relevant_only:
+        epochs, steps = 1, study.stage2_relevant_steps
     else:
         epochs, steps = study.stage2_epochs, study.stage2_steps
+    root = relevant_view(data) if relevant_only else data / "stavis"
     return replace(TrainConfig(model=model), {
-        "data": {"layout": "stavis", "root": str(data / "stavis"), "split": 1, "val": "holdout",
+        "data": {"layout": "stavis", "root": str(root), "split": 1, "val": "holdout",
                  "clips_per_video": 1, "val_clips_per_video": 1},
         "init": {"model": init, "soundnet": soundnet if model.audio else ""},
         "optim": {"lr": study.lr}, "epochs": epochs, "steps_per_epoch": steps, "batch_size": study.batch_size,
         "workers": study.workers, "precise_bn": study.precise_bn, "device": study.device, "seed": seed,
         "deterministic": True, "log_images": 0, "out": str(out)}, where="ablation study")
+
+
+def relevant_view(data: Path) -> Path:
+    """The study's STAViS folder with its fold lists cut to the relevant videos (the
+    frames, maps and sound are links to the study's own), for the curriculum's first part."""
+    from .evaluate import video_kinds
+
+    src, view = data / "stavis", data / "stavis_relevant"
+    kinds = video_kinds(data)
+    (view / "fold_lists").mkdir(parents=True, exist_ok=True)
+    for part in ("annotations", "video_frames", "video_audio"):
+        if not (view / part).exists():
+            (view / part).symlink_to(Path("..") / "stavis" / part)
+    for lst in sorted((src / "fold_lists").glob("*.txt")):
+        kept = [line for line in lst.read_text().splitlines()
+                if line.split() and kinds.get(line.split()[0]) == "relevant"]
+        text = "\n".join(kept) + "\n"
+        target = view / "fold_lists" / lst.name
+        if not target.is_file() or target.read_text() != text:
+            atomic_write(target, lambda tmp, t=text: Path(tmp).write_text(t))
+    return view
 
 
 def test_videos(study: StudyConfig, data: Path) -> list:
@@ -313,8 +345,9 @@ def run_study(study: StudyConfig, *, log: Callable[[str], None] = print) -> Path
     out.mkdir(parents=True, exist_ok=True)
     saved = out / "study.json"
     if saved.is_file():
-        before = {k: v for k, v in json.loads(saved.read_text()).items() if k not in SCOPE}
-        changed = sorted(k for k, v in _jsonable(study).items() if k not in SCOPE and before.get(k, v) != v)
+        # A setting newer than the folder's study.json ran there as its default (e.g. no curriculum).
+        before = {**_jsonable(StudyConfig()), **json.loads(saved.read_text())}
+        changed = sorted(k for k, v in _jsonable(study).items() if k not in SCOPE and before.get(k) != v)
         if changed:
             raise ConfigError(f"{saved}: this folder holds a study whose runs used other {', '.join(changed)}; "
                               f"use another out=")
@@ -337,9 +370,19 @@ def run_study(study: StudyConfig, *, log: Callable[[str], None] = print) -> Path
             atomic_write(stage1 / "done", lambda tmp: Path(tmp).write_text(f"{time.time() - t:.1f}\n"))
             log(f"stage 1 {visual_name(overrides)} seed {seed}: {time.time() - t:.0f} s")
         t2 = time.time()
+        init, second_soundnet = str(stage1 / "best.safetensors"), soundnet
+        if study.stage2_relevant_steps:
+            # The curriculum's first part; the second starts from all of it, SoundNet included.
+            first = run / "relevant"
+            if not (first / "done").is_file():
+                train(train_config(study, data, overrides, seed, first, stage=2, init=init, soundnet=soundnet,
+                                   relevant_only=True), resume=(first / "ckpt" / "latest.json").is_file(),
+                      progress=False, log=lambda *_: None)
+                atomic_write(first / "done", lambda tmp: Path(tmp).write_text(f"{time.time() - t2:.1f}\n"))
+            init, second_soundnet = str(first / "best.safetensors"), ""
         resume = (run / "ckpt" / "latest.json").is_file()
-        train(train_config(study, data, overrides, seed, run, stage=2, init=str(stage1 / "best.safetensors"),
-                           soundnet=soundnet), resume=resume, progress=False, log=lambda *_: None)
+        train(train_config(study, data, overrides, seed, run, stage=2, init=init, soundnet=second_soundnet),
+              resume=resume, progress=False, log=lambda *_: None)
         result = {"variant": name, "overrides": overrides, "seed": seed, "train_seconds": time.time() - t2,
                   "machine": machine_label(study.device)}
         result.update(evaluate_run(run / "best.safetensors", study, data))
@@ -557,7 +600,10 @@ def report(study: StudyConfig, out_md: Path, *, command: str) -> Path:
              f"- **Stage 2** (per variant): that stage 1 at {h2}×{w2} (X⁰: {h2 // 32}×{w2 // 32} fusion tokens), "
              f"{_count(study.stage2_epochs, 'epoch')} of {study.stage2_steps} steps; the audio rows add the audio "
              f"branch with SoundNet from {probe_text} and a fresh fusion; the visual-only rows get the same "
-             "training without audio. The best epoch by validation loss is scored.",
+             "training without audio. The best epoch by validation loss is scored."
+             + (f" A curriculum: stage 2 starts with {_count(study.stage2_relevant_steps, 'step')} on the relevant "
+                "training videos only, and its epochs on both kinds continue from there."
+                if study.stage2_relevant_steps else ""),
              f"- **Seeds**: {', '.join(map(str, study.seeds))} (initialisation and clip sampling; the data are the "
              "same). Cells are mean ± sample standard deviation over seeds.",
              "- **Measures** (test videos, without post-processing): *relevant CC* with the sound, *… with silence* "
