@@ -207,7 +207,7 @@ def train_config(study: StudyConfig, data: Path, overrides: dict[str, Any], seed
         epochs, steps = 1, study.stage2_relevant_steps
     else:
         epochs, steps = study.stage2_epochs, study.stage2_steps
-    root = relevant_view(data) if relevant_only else data / "stavis"
+    root = data / (RELEVANT_VIEW if relevant_only else "stavis")
     return replace(TrainConfig(model=model), {
         "data": {"layout": "stavis", "root": str(root), "split": 1, "val": "holdout",
                  "clips_per_video": 1, "val_clips_per_video": 1},
@@ -217,12 +217,15 @@ def train_config(study: StudyConfig, data: Path, overrides: dict[str, Any], seed
         "deterministic": True, "log_images": 0, "out": str(out)}, where="ablation study")
 
 
+RELEVANT_VIEW = "stavis_relevant"   # beside the study's "stavis" folder: see relevant_view
+
+
 def relevant_view(data: Path) -> Path:
     """The study's STAViS folder with its fold lists cut to the relevant videos (the
     frames, maps and sound are links to the study's own), for the curriculum's first part."""
     from .evaluate import video_kinds
 
-    src, view = data / "stavis", data / "stavis_relevant"
+    src, view = data / "stavis", data / RELEVANT_VIEW
     kinds = video_kinds(data)
     (view / "fold_lists").mkdir(parents=True, exist_ok=True)
     for part in ("annotations", "video_frames", "video_audio"):
@@ -356,6 +359,8 @@ def run_study(study: StudyConfig, *, log: Callable[[str], None] = print) -> Path
     data = make_data(study)
     log(f"data: {data} ({study.videos} videos, {time.time() - t0:.0f} s)")
     soundnet = soundnet_file(study, log) if any(o.get("audio", True) for o in variants(study).values()) else ""
+    if study.stage2_relevant_steps:
+        relevant_view(data)
     todo = [(name, o, seed) for seed in study.seeds for name, o in variants(study).items()]
     for i, (name, overrides, seed) in enumerate(todo, 1):
         run = out / "runs" / name / f"seed{seed}"
@@ -363,22 +368,15 @@ def run_study(study: StudyConfig, *, log: Callable[[str], None] = print) -> Path
             continue
         t = time.time()
         stage1 = out / "runs" / "stage1" / visual_name(overrides) / f"seed{seed}"
-        if not (stage1 / "done").is_file():
-            resume = (stage1 / "ckpt" / "latest.json").is_file()
-            train(train_config(study, data, overrides, seed, stage1, stage=1), resume=resume, progress=False,
-                  log=lambda *_: None)
-            atomic_write(stage1 / "done", lambda tmp: Path(tmp).write_text(f"{time.time() - t:.1f}\n"))
+        if _train_once(train_config(study, data, overrides, seed, stage1, stage=1), t):
             log(f"stage 1 {visual_name(overrides)} seed {seed}: {time.time() - t:.0f} s")
         t2 = time.time()
         init, second_soundnet = str(stage1 / "best.safetensors"), soundnet
         if study.stage2_relevant_steps:
             # The curriculum's first part; the second starts from all of it, SoundNet included.
             first = run / "relevant"
-            if not (first / "done").is_file():
-                train(train_config(study, data, overrides, seed, first, stage=2, init=init, soundnet=soundnet,
-                                   relevant_only=True), resume=(first / "ckpt" / "latest.json").is_file(),
-                      progress=False, log=lambda *_: None)
-                atomic_write(first / "done", lambda tmp: Path(tmp).write_text(f"{time.time() - t2:.1f}\n"))
+            _train_once(train_config(study, data, overrides, seed, first, stage=2, init=init, soundnet=soundnet,
+                                     relevant_only=True), t2)
             init, second_soundnet = str(first / "best.safetensors"), ""
         resume = (run / "ckpt" / "latest.json").is_file()
         train(train_config(study, data, overrides, seed, run, stage=2, init=init, soundnet=second_soundnet),
@@ -400,6 +398,19 @@ def run_study(study: StudyConfig, *, log: Callable[[str], None] = print) -> Path
         log(line + f" ({result['seconds']:.0f} s)")
     log(f"study done in {time.time() - t0:.0f} s: {out}")
     return out
+
+
+def _train_once(cfg, since: float) -> bool:
+    """Train ``cfg`` into ``cfg.out`` unless its ``done`` file (seconds since ``since``)
+    says it finished; a killed run resumes from its checkpoint. True if it trained."""
+    from .train import train
+
+    folder = Path(cfg.out)
+    if (folder / "done").is_file():
+        return False
+    train(cfg, resume=(folder / "ckpt" / "latest.json").is_file(), progress=False, log=lambda *_: None)
+    atomic_write(folder / "done", lambda tmp: Path(tmp).write_text(f"{time.time() - since:.1f}\n"))
+    return True
 
 
 def machine_label(device: str) -> str:
@@ -583,11 +594,12 @@ def report(study: StudyConfig, out_md: Path, *, command: str) -> Path:
     (h1, w1), (h2, w2) = study.stage1_size, study.input_size
     machines = sorted({r["machine"] for r in results if "machine" in r})
     unrecorded = sum("machine" not in r for r in results)
-    where = (", ".join(machines) or "machines the runs did not record") + (
-        f" ({unrecorded} of the runs {'predates' if unrecorded == 1 else 'predate'} recording it)" if machines and unrecorded else "")
+    where = ", ".join(machines) or "machines the runs did not record"
+    if machines and unrecorded:
+        where += f" ({unrecorded} of the runs {'predates' if unrecorded == 1 else 'predate'} recording it)"
     lines = ["Generated by `avrsp ablate` (src/avrsp/ablate.py) from "
-             f"{_count(len(results), 'stage-2 run')} and their stage 1s ({seconds / 60:.0f} min of training and scoring in "
-             f"all, on {where}).", "",
+             f"{_count(len(results), 'stage-2 run')} and their stage 1s ({seconds / 60:.0f} min of training and "
+             f"scoring in all, on {where}).", "",
              "```bash", command, "```", "", "## Setup", "",
              f"- **Data**: `avrsp synth` with {study.videos} videos of {study.frames} frames at "
              f"{study.height}×{study.width}, relevant fraction {study.relevant_fraction}, seed {study.data_seed}. "
