@@ -153,7 +153,17 @@ def test_bench_runs_from_the_installed_package(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "avrsp", "bench", "--report-only", "--merge", str(figures),
                            "--write", str(tmp_path / "perf.md")], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "Written by `avrsp bench`" in (tmp_path / "perf.md").read_text()
+    text = (tmp_path / "perf.md").read_text()
+    assert "Written by `avrsp bench`" in text
+    lines = text.splitlines()
+    for i, line in enumerate(lines):  # every table's separator and rows have its header's columns
+        if line.startswith("|---"):
+            width = lines[i - 1].count("|")
+            assert line.count("|") == width, lines[i - 1]
+            j = i + 1
+            while j < len(lines) and lines[j].startswith("|"):
+                assert lines[j].count("|") - lines[j].count("\\|") == width, lines[j]
+                j += 1
     proc = subprocess.run([sys.executable, "-m", "avrsp", "bench", "--report-only"], capture_output=True, text=True,
                           cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--merge" in proc.stderr
@@ -165,6 +175,17 @@ def test_workers_to_feed_never_rounds_a_needed_worker_away():
     assert workers_to_feed(0.011).startswith("1 (0.011 ")  # a CPU step: one worker, a hundredth of its output
     assert workers_to_feed(3.2).startswith("4 (3.2 ")
     assert workers_to_feed(2.0).startswith("2 (2 ")
+
+
+def test_e2e_bound_is_the_model_time_or_all_the_work_spread_over_the_cores():
+    from avrsp.bench import OUTPUT_PARTS, e2e_bound
+
+    outputs = dict.fromkeys(OUTPUT_PARTS, 0.5)   # 3 ms of output work per frame
+    # The model's two threads occupy both cores for its 10 ms: the 3 ms come on top, halved.
+    assert e2e_bound({**outputs, "model": 20.0, "model wall": 10.0}, 2) == pytest.approx(10 / 11.5)
+    # A model that leaves a core idle half its time hides the outputs there entirely.
+    assert e2e_bound({**outputs, "model": 15.0, "model wall": 10.0}, 2) == 1.0
+    assert e2e_bound({**outputs, "model": 20.0, "model wall": 10.0}, 4) == 1.0
 
 
 def _with_statistics(model):

@@ -12,7 +12,8 @@ Measured in one run, on one machine:
 * the machine's fp32 and bf16 matrix-product peaks, and each mode's GFLOP/s as a
   fraction of its precision's peak;
 * ``avrsp predict`` end to end on a generated 60 s video, against the model alone on
-  the same windows;
+  the same windows (alternated over rounds), and the CPU time per frame of each thing
+  ``predict`` does besides the model;
 * peak memory of ``avrsp predict`` for a 10 s and a 60 s video (fresh processes);
 * bf16 against fp32 maps of the built-in (trained) model on synthetic clips.
 
@@ -203,45 +204,123 @@ def accuracy(device: str, clips: int = 3, seconds: float = 4.0) -> dict:
             "cc_min": float(np.min(ccs))}
 
 
-def end_to_end(checkpoint: Path | None, device: str, seconds: float, batch: int, log) -> dict:
+def end_to_end(checkpoint: Path | None, device: str, seconds: float, batch: int, log, rounds: int = 3) -> dict:
     """``avrsp predict`` (maps + overlay video) on a generated video, against the model alone
-    on as many windows of the same batch, precision and layout."""
+    on as many windows of the same batch, precision and layout.
+
+    ``rounds`` rounds of (predict, maps only, model alone), alternated so that a shared
+    machine's changing load falls on all three alike: the frame rates are medians over
+    rounds, the ratio the median of each round's own ratio. Also the CPU time per frame of
+    each thing ``predict`` does besides the model (:func:`output_costs`)."""
     from avrsp.data.synth import _write_mp4
     from avrsp.predict import Predictor, predict_to_folder
 
     predictor = Predictor(checkpoint, device=device, batch=batch)
     cfg = predictor.config
+    dtype = next(predictor.model.parameters()).dtype
+    clip, audio = inputs(cfg, batch, device, dtype, True)
+
+    def step():
+        with torch.no_grad():
+            predictor.model(clip, audio)
+
+    per_round = []
     with tempfile.TemporaryDirectory() as tmp:
         scfg, video = synthetic_video(seconds, 144, 256, seed=5)
         path = Path(tmp) / "long.mp4"
         _write_mp4(path, video, scfg)
         del video
         list(predictor.predict_video(path))  # warm-up
-        r = predict_to_folder(predictor, path, Path(tmp) / "out", progress=False)
-        t0 = time.perf_counter()
-        n_maps = sum(1 for _ in predictor.predict_video(path))
-        maps_s = time.perf_counter() - t0
-    dtype = next(predictor.model.parameters()).dtype
-    clip, audio = inputs(cfg, batch, device, dtype, True)
-    calls = -(-r.frames // batch)
-
-    def step():
-        with torch.no_grad():
-            predictor.model(clip, audio)
-
-    model_s = timed(step, device, min(calls, 50)) * calls
+        for i in range(rounds):
+            r = predict_to_folder(predictor, path, Path(tmp) / "out", progress=False)
+            t0 = time.perf_counter()
+            n_maps = sum(1 for _ in predictor.predict_video(path))
+            maps_s = time.perf_counter() - t0
+            calls = -(-r.frames // batch)
+            model_s = timed(step, device, min(calls, 50), warm_up=i == 0) * calls
+            per_round.append((r.frames / r.seconds, n_maps / maps_s, r.frames / model_s))
+        costs = output_costs(predictor, path)
+    predict_fps, maps_fps, model_fps = (float(np.median(x)) for x in zip(*per_round))
     out = {"model": cfg.name, "checkpoint": str(checkpoint or "built-in"), "precision": predictor.precision,
-           "batch": batch, "frames": r.frames, "predict_fps": r.frames / r.seconds,
-           "maps_only_fps": n_maps / maps_s, "model_fps": r.frames / model_s}
-    out["ratio"] = out["predict_fps"] / out["model_fps"]
+           "batch": batch, "frames": r.frames, "rounds": rounds, "predict_fps": predict_fps,
+           "maps_only_fps": maps_fps, "model_fps": model_fps,
+           "ratio": float(np.median([p / m for p, _, m in per_round])),
+           "ratios": [p / m for p, _, m in per_round], "output_cpu_ms": costs, "cores": len(os.sched_getaffinity(0))}
     log(f"  predict {cfg.name}: {out['predict_fps']:.1f} frames/s end to end, {out['maps_only_fps']:.1f} maps only, "
-        f"model alone {out['model_fps']:.1f} ({out['ratio']:.0%})")
+        f"model alone {out['model_fps']:.1f} ({out['ratio']:.0%}, median of "
+        f"{', '.join(f'{x:.0%}' for x in out['ratios'])})")
+    log("  CPU ms per frame: " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()) +
+        f"; bound on {out['cores']} cores: {e2e_bound(costs, out['cores']):.0%}")
     return out
 
 
-def graph_split(name: str, device: str, precision: str, repeats: int = 3) -> dict:
+#: What ``predict`` does per frame besides the model, in the order of the report's columns.
+OUTPUT_PARTS = ("decode at model size", "decode at video size", "map to video size", "PNG", "overlay",
+                "overlay video")
+
+
+def output_costs(predictor, path: Path) -> dict[str, float]:
+    """CPU milliseconds per frame (the process's CPU time, so the decoder's and x264's own
+    threads count) of each part of ``predict`` besides the model, each run alone on
+    ``path``; and the model's own CPU and wall milliseconds per frame on frames already
+    decoded. What the parts add up to, against the CPU time the model leaves its cores
+    idle, is what the end-to-end ratio can reach on a machine whose cores the model uses."""
+    from avrsp.media import iter_frames, probe, read_audio, write_map_png
+    from avrsp.predict import OverlayWriter, overlay, resize_map
+
+    cfg = predictor.config
+    size, fps = (cfg.height, cfg.width), probe(path).fps or 25.0
+    frames = [f for f, _ in iter_frames(path)]
+    small = [f for f, _ in iter_frames(path, size=size)]
+    sound = read_audio(path) if cfg.audio else None
+    maps = [m for _, m in predict_frames(predictor.model, small, len(small), fps, sound, batch=predictor.batch)]
+    big = [resize_map(m, frames[0].shape[:2]) for m in maps]
+    heat = [overlay(f, m) for f, m in zip(frames, big)]
+    n = len(frames)
+
+    def cpu_ms(fn) -> float:
+        t0 = time.process_time()
+        fn()
+        return (time.process_time() - t0) / n * 1e3
+
+    def encode(folder: str) -> None:
+        w = OverlayWriter(Path(folder) / "o.mp4", path, fps, frames[0].shape[1], frames[0].shape[0])
+        for h in heat:
+            w.add(h)
+        w.close()
+
+    def model() -> None:
+        for _ in predict_frames(predictor.model, small, n, fps, sound, batch=predictor.batch):
+            pass
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = {
+            "decode at model size": cpu_ms(lambda: sum(1 for _ in iter_frames(path, size=size))),
+            "decode at video size": cpu_ms(lambda: sum(1 for _ in iter_frames(path))),
+            "map to video size": cpu_ms(lambda: [resize_map(m, frames[0].shape[:2]) for m in maps]),
+            "PNG": cpu_ms(lambda: [write_map_png(Path(tmp) / f"{k}.png", m) for k, m in enumerate(big)]),
+            "overlay": cpu_ms(lambda: [overlay(f, m) for f, m in zip(frames, big)]),
+            "overlay video": cpu_ms(lambda: encode(tmp)),
+        }
+    t0 = time.perf_counter()
+    out["model"] = cpu_ms(model)
+    out["model wall"] = (time.perf_counter() - t0) / n * 1e3
+    return out
+
+
+def e2e_bound(costs: dict[str, float], cores: int) -> float:
+    """The highest ``predict`` / model-alone ratio :func:`output_costs`'s figures allow on
+    ``cores`` cores: a frame takes at least the model's own wall time, and at least all
+    the CPU work of the frame (the model's and the outputs') spread over every core."""
+    work = costs["model"] + sum(costs[k] for k in OUTPUT_PARTS)
+    return costs["model wall"] / max(costs["model wall"], work / cores)
+
+
+def graph_split(name: str, device: str, precision: str, repeats: int = 5) -> dict:
     """Batch 1: S3D's four blocks alone against the whole window, in the inference graph
-    (``prepare``) and without folding BatchNorm, median of ``repeats`` timed passes."""
+    (``prepare``) and without folding BatchNorm. The two are timed in turn, ``repeats``
+    pairs after a warm-up, so that a shared machine's changing load falls on both alike:
+    times are medians, the ratio the median of the pairs' own ratios."""
     info = measure(avrsp.get_config(name))
     out = {"config": name, "precision": precision, "gflops_s3d": info.gflops["visual"],
            "gflops_whole": info.total_gflops}
@@ -249,57 +328,62 @@ def graph_split(name: str, device: str, precision: str, repeats: int = 3) -> dic
         model = prepare(avrsp.create_model(name), device, precision, fold=fold)
         dtype = next(model.parameters()).dtype
         clip, audio = inputs(model.config, 1, device, dtype, torch.device(device).type == "cpu")
-
-        def median(fn):
-            with torch.no_grad():
+        parts = {"s3d": lambda: model.visual(clip), "whole": lambda: model(clip, audio)}
+        times: dict[str, list[float]] = {k: [] for k in parts}
+        with torch.no_grad():
+            for fn in parts.values():
                 fn()
-                sync(device)
-                times = []
-                for _ in range(repeats):
+            for _ in range(repeats):
+                for key, fn in parts.items():
+                    sync(device)
                     t0 = time.perf_counter()
                     fn()
                     sync(device)
-                    times.append(time.perf_counter() - t0)
-            return float(np.median(times))
-
-        out[f"s3d_s_{label}"] = median(lambda: model.visual(clip))
-        out[f"whole_s_{label}"] = median(lambda: model(clip, audio))
-    out["ratio"] = out["whole_s_folded"] / out["s3d_s_folded"]
+                    times[key].append(time.perf_counter() - t0)
+        out[f"s3d_s_{label}"] = float(np.median(times["s3d"]))
+        out[f"whole_s_{label}"] = float(np.median(times["whole"]))
+        if fold:
+            out["ratios"] = [w / v for w, v in zip(times["whole"], times["s3d"])]
+    out["ratio"] = float(np.median(out["ratios"]))
     out["rest_gflops_s"] = (out["gflops_whole"] - out["gflops_s3d"]) / (out["whole_s_folded"] - out["s3d_s_folded"])
     out["s3d_gflops_s"] = out["gflops_s3d"] / out["s3d_s_folded"]
     return out
 
 
-def preview(device: str, ks: tuple[int, ...] = (2, 4, 8), videos: int = 3, seconds: float = 8.0) -> dict:
+def preview(device: str, ks: tuple[int, ...] = (2, 4, 8), videos: int = 3, seconds: float = 8.0,
+            rounds: int = 3) -> dict:
     """``predict --every K`` against the exact protocol with the built-in model, on unseen
     synthetic videos of both kinds (144×256, 15 fps, sound): speed-up of the maps, and
-    the CC between each preview map and the exact one."""
+    the CC between each preview map and the exact one. The exact protocol and each K are
+    timed in turn for ``rounds`` rounds; a speed-up is the median of its rounds' own."""
     from avrsp.data.synth import _write_mp4
     from avrsp.predict import Predictor
 
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for i in range(videos):
             scfg, video = synthetic_video(seconds, 144, 256, seed=77 + i, kind=("relevant", "music")[i % 2])
             paths.append(Path(tmp) / f"v{i}.mp4")
             _write_mp4(paths[-1], video, scfg)
-
-        def run(every):
-            predictor = Predictor(device=device, every=every)
+        predictors = {k: Predictor(device=device, every=k) for k in (1, *ks)}
+        for predictor in predictors.values():
             list(predictor.predict_video(paths[0]))  # warm-up
-            t0 = time.perf_counter()
-            maps = [list(predictor.predict_video(p)) for p in paths]
-            return maps, time.perf_counter() - t0
-
-        exact, t_exact = run(1)
-        for k in ks:
-            maps, t = run(k)
-            ccs = [float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
-                   for va, vb in zip(exact, maps) for a, b in zip(va, vb)]
-            rows.append({"every": k, "speedup": t_exact / t, "cc_mean": float(np.mean(ccs)),
-                         "cc_min": float(np.min(ccs))})
-    return {"videos": videos, "frames": sum(len(v) for v in exact), "exact_fps": sum(len(v) for v in exact) / t_exact,
+        times: dict[int, list[float]] = {k: [] for k in predictors}
+        maps: dict[int, list] = {}
+        for _ in range(rounds):
+            for k, predictor in predictors.items():
+                t0 = time.perf_counter()
+                maps[k] = [list(predictor.predict_video(p)) for p in paths]   # deterministic: any round's
+                times[k].append(time.perf_counter() - t0)
+    rows = []
+    for k in ks:
+        ccs = [float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+               for va, vb in zip(maps[1], maps[k]) for a, b in zip(va, vb)]
+        rows.append({"every": k, "speedup": float(np.median([e / t for e, t in zip(times[1], times[k])])),
+                     "speedups": [e / t for e, t in zip(times[1], times[k])], "cc_mean": float(np.mean(ccs)),
+                     "cc_min": float(np.min(ccs))})
+    frames = sum(len(v) for v in maps[1])
+    return {"videos": videos, "frames": frames, "exact_fps": frames / float(np.median(times[1])), "rounds": rounds,
             "rows": rows}
 
 
@@ -457,7 +541,9 @@ def targets(result: dict) -> list[tuple[str, str, str, str]]:
                      "yes" if frac >= 0.35 else "no"))
     for e in result["e2e"]:
         rows.append((f"predict end to end / model alone ({e['model']}, {e['precision']}, batch {e['batch']})",
-                     "≥ 90 %", f"{e['ratio']:.0%} ({e['predict_fps']:.1f} / {e['model_fps']:.1f} frames/s)",
+                     "≥ 90 %", f"{e['ratio']:.0%} ({e['predict_fps']:.1f} / {e['model_fps']:.1f} frames/s)" +
+                     (f"; at most {e2e_bound(e['output_cpu_ms'], e['cores']):.0%} on {e['cores']} cores"
+                      if "output_cpu_ms" in e else ""),
                      "yes" if e["ratio"] >= 0.9 else "no"))
     if "memory" in result:
         m = result["memory"]
@@ -535,7 +621,8 @@ def markdown(results: list[dict]) -> str:
     lines += ["", "## End to end", "",
               "`avrsp predict` on a generated video (144×256, 15 fps, sound): maps as PNGs plus the overlay "
               "video; *maps only*: `Predictor.predict_video` without writing; *model alone*: the same number "
-              "of forward passes on tensors already in memory.", "",
+              "of forward passes on tensors already in memory; the three alternate over 3 rounds (runs without a "
+              "`rounds` record: one of each), frame rates are medians, the ratio the median round's ratio.", "",
               "| Machine | Model | Precision | Batch | Frames | predict (frames/s) | maps only | model alone | "
               "predict / model |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -543,6 +630,21 @@ def markdown(results: list[dict]) -> str:
             lines.append(f"| {r['machine']['label']} | {e['model']} ({e['checkpoint'].split('/')[-1]}) | "
                          f"{e['precision']} | {e['batch']} | {e['frames']} | {e['predict_fps']:.1f} | "
                          f"{e['maps_only_fps']:.1f} | {e['model_fps']:.1f} | {e['ratio']:.0%} |")
+    costs = [(r, e) for r in results for e in r["e2e"] if "output_cpu_ms" in e]
+    if costs:
+        lines += ["", "### What `predict` does besides the model", "",
+                  "CPU milliseconds per frame (the process's CPU time, the decoder's and x264's threads included) of "
+                  "each part run alone on the same video; *model*: its CPU and wall time per frame on frames already "
+                  "decoded. *Bound*: the highest predict / model ratio these allow, a frame taking at least the "
+                  "model's wall time and at least all its CPU work spread over every core.", "",
+                  "| Machine | Model | " + " | ".join(OUTPUT_PARTS) + " | all outputs | model CPU | model wall | "
+                  "cores | bound | measured |", "|---|---|" + "---|" * (len(OUTPUT_PARTS) + 6)]
+        for r, e in costs:
+            c = e["output_cpu_ms"]
+            lines.append(f"| {r['machine']['label']} | {e['model']} | " +
+                         " | ".join(f"{c[k]:.2f}" for k in OUTPUT_PARTS) +
+                         f" | {sum(c[k] for k in OUTPUT_PARTS):.2f} | {c['model']:.2f} | {c['model wall']:.2f} | "
+                         f"{e['cores']} | {e2e_bound(c, e['cores']):.0%} | {e['ratio']:.0%} |")
     lines += ["", "## Memory", "", "Peak resident memory (VmHWM) of `avrsp predict` with the built-in model, each "
               "video in a fresh process.", "", "| Machine | 10 s video | 60 s video | ratio |", "|---|---|---|---|"]
     for r in results:
@@ -554,8 +656,10 @@ def markdown(results: list[dict]) -> str:
     if splits:
         lines += ["", "## The neck and decoder against the backbone", "",
                   "Batch 1, paper size: S3D's four encoder blocks alone against the whole window, in the inference "
-                  "graph (`prepare`: BatchNorm folded) and with BatchNorm left in, median of 3. *GFLOP/s*: the "
-                  "blocks' FLOPs over their time, and everything else's FLOPs over the rest of the time.", "",
+                  "graph (`prepare`: BatchNorm folded) and with BatchNorm left in, the two timed in turn, 5 pairs "
+                  "(runs without a `ratios` record: 3 passes of each, one after the other); times are medians, "
+                  "*whole / S3D* the median pair's ratio. *GFLOP/s*: the blocks' FLOPs over their time, and "
+                  "everything else's FLOPs over the rest of the time.", "",
                   "| Machine | Config | Precision | S3D blocks | whole | whole / S3D | S3D GFLOP/s | rest GFLOP/s | "
                   "whole, BatchNorm not folded |", "|---|---|---|---|---|---|---|---|---|"]
         for r, row in splits:
@@ -566,7 +670,9 @@ def markdown(results: list[dict]) -> str:
     if previews:
         lines += ["", "## Preview: `predict --every K`", "",
                   "The built-in model on unseen synthetic videos of both kinds (144×256, 15 fps, sound): maps with "
-                  "the model on every K-th frame and the frames between interpolated, against the exact protocol.",
+                  "the model on every K-th frame and the frames between interpolated, against the exact protocol; "
+                  "the two timed in turn over 3 rounds, the speed-up the median round's (runs without a `rounds` "
+                  "record: one timing of each).",
                   "", "| Machine | Frames | K | speed-up | CC mean | CC min |", "|---|---|---|---|---|---|"]
         for r in previews:
             for row in r["preview"]["rows"]:

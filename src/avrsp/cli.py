@@ -462,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--side-by-side", action="store_true", help="overlay video shows the original beside it")
     p.add_argument("--no-video", action="store_true", help="maps only, no overlay video")
     p.add_argument("--every", type=int, default=1, metavar="K",
-                   help="preview: run the model on every K-th frame and interpolate the maps between (about K× "
+                   help="preview: run the model on every K-th frame and interpolate the maps between (up to K× "
                         "faster; default 1, the exact protocol)")
     _add_runtime_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

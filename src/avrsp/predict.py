@@ -65,7 +65,7 @@ class Predictor:
     where the hardware computes it natively, see :func:`avrsp.inference.native_bf16`).
     ``batch``: windows per forward pass (default: 8 on CUDA, 4 on the CPU). ``every``:
     K > 1 runs the model on every K-th frame only and interpolates the maps between, a
-    preview (about K× faster; docs/predict.md measures how close); 1 is the exact
+    preview (up to K× faster; docs/predict.md measures how close); 1 is the exact
     protocol.
     """
 
