@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/audio_binding.py [--videos 1000] [--video-frames 16] [--steps 2400]
         [--size 64x96] [--oracle | --pitch-probe] [--init FILE] [--save FILE] [--json FILE] [--model '{"dims": [64, 32, 16, 16]}']
     .venv/bin/python benchmarks/audio_binding.py --score MODEL.safetensors [--val 5] [--generate 144x256]
+    .venv/bin/python benchmarks/audio_binding.py --diagnose MODEL.safetensors
     .venv/bin/python benchmarks/audio_binding.py --select RUN_DIR --data ROOT [--val-videos 30] [--copy FILE]
 
 Trains an ``avrsp_tiny``-shaped network on relevant-audio videos from ``avrsp synth``'s
@@ -20,6 +21,8 @@ the fusion tokens are (``cell_locality``): RAVF can only single out the sounding
 cell if that cell's token describes that cell. ``--score`` judges a model file from
 ``avrsp train`` by the acceptance test's measure, before the test is run. ``--select``
 picks the checkpoint of a run on its validation videos (``make default-model``).
+``--diagnose`` says where a model file loses hits (SoundNet's features, or the windows
+where the sounding disc changes), on development seeds 200–202.
 docs/default_model.md records what each run gave.
 """
 
@@ -166,6 +169,83 @@ def score(args: argparse.Namespace, log=print, predictor=None) -> tuple[float, f
     return sound, silence
 
 
+DEV_SEEDS = (200, 201, 202)   # development videos: for choosing between candidates, not for reporting
+
+
+def soundnet_separability(net: nn.Module, frames: int = 8, videos: int = 120, seed: int = 4242) -> float:
+    """How well the sounding colour can be read off ``net``'s features by a linear
+    classifier: held-out accuracy (chance 1/6) over the windows of ``videos`` unseen
+    relevant videos whose ``frames`` frames have one sounding disc, features averaged
+    over time and standardised, 70 / 30 split in video order."""
+    from avrsp.windows import window
+
+    cfg = SynthConfig(videos=videos, frames=32, height=36, width=64, relevant_fraction=1.0, seed=seed)
+    sounds, labels = [], []
+    for i in range(videos):
+        v = generate_video(cfg, i, "relevant")
+        for k in range(frames - 1, cfg.frames):
+            if len(set(v.sounding[k - frames + 1:k + 1])) == 1:
+                sounds.append(window(k, frames, lambda j: j < cfg.frames).audio(v.audio, cfg.fps, frames,
+                                                                                 SOUNDNET_RATE))
+                labels.append(v.colours[v.sounding[k]])
+    x, y = torch.from_numpy(np.stack(sounds))[:, None], torch.tensor(labels)
+    n = int(0.7 * len(x))
+    net.eval()
+    with torch.no_grad():
+        f = net(x).float()
+    f = f.mean(-1) if f.dim() == 3 else f.flatten(1)
+    f = (f - f[:n].mean(0)) / (f[:n].std(0) + 1e-6)
+    torch.manual_seed(0)
+    head = nn.Linear(f.shape[1], len(PALETTE))
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(500):
+        loss = nn.functional.cross_entropy(head(f[:n]), y[:n])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return float((head(f[n:]).argmax(1) == y[n:]).float().mean())
+
+
+def hits_by_window(predictor, seeds=DEV_SEEDS, videos: int = 6, generate: tuple[int, int] = (144, 256)) -> dict:
+    """The acceptance test's hits (:func:`score`) on unseen relevant videos of ``seeds``,
+    with the sound and with silence, split by whether the frame's window has one
+    sounding disc or straddles a change: ``{(one_disc, sound): (hits, frames)}``."""
+    T = predictor.config.frames
+    out = {(one, sound): [0, 0] for one in (True, False) for sound in (True, False)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            cfg = SynthConfig(videos=videos, frames=TEST_FRAMES, height=generate[0], width=generate[1], seed=seed)
+            for i in range(videos):
+                video = generate_video(cfg, i, "relevant")
+                path = Path(tmp) / f"unseen_{seed}_{i}.mp4"
+                _write_mp4(path, video, cfg)
+                for sound in (True, False):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", MediaWarning)
+                        for k, m in enumerate(predictor.predict_video(path, audio=sound)):
+                            one = len(set(video.sounding[max(0, k - T + 1):k + 1])) == 1
+                            out[(one, sound)][0] += video.peak_on_sounding_disc(k, m)
+                            out[(one, sound)][1] += 1
+    return {key: tuple(v) for key, v in out.items()}
+
+
+def diagnose(args: argparse.Namespace, log=print) -> dict:
+    """``--diagnose FILE``: where a model file loses hits. The linear separability of its
+    SoundNet's features (does the sound's information reach the fusion?) and its hits on
+    the development seeds split by window (are the misses where the sounding disc
+    changes?)."""
+    predictor = Predictor(args.diagnose, device="cpu", precision="fp32")
+    result = {"separability": soundnet_separability(predictor.model.audio_net, predictor.config.frames)}
+    log(f"{args.diagnose}: a linear classifier names the sounding colour from SoundNet's features in "
+        f"{result['separability']:.1%} of held-out one-disc windows")
+    result["hits"] = hits_by_window(predictor)
+    for (one, sound), (h, n) in result["hits"].items():
+        log(f"  {'one sounding disc' if one else 'a change in the window'}, {'sound' if sound else 'silence'}: "
+            f"{h}/{n} = {h / max(n, 1):.1%} on the sounding disc (seeds {', '.join(map(str, DEV_SEEDS))})")
+    return result
+
+
 def select(args: argparse.Namespace, log=print) -> Path:
     """``--select RUN``: score every checkpoint of an ``avrsp train`` run on its own
     validation videos (the seeded holdout of its training fold, both kinds; never the
@@ -286,6 +366,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--copy", default="", metavar="FILE", help="with --select: copy the selected checkpoint here")
     p.add_argument("--score", default="", metavar="FILE",
                    help="score a model file instead of training: the acceptance test's measure on --val videos")
+    p.add_argument("--diagnose", default="", metavar="FILE",
+                   help="a model file's SoundNet separability and hits by window on the development seeds")
     p.add_argument("--init", default="", help="start from a state dict saved by --save")
     p.add_argument("--init-soundnet", default="", help="SoundNet weights (.safetensors) saved by --pitch-probe --save")
     p.add_argument("--save", default="", help="write the trained state dict (of SoundNet with --pitch-probe) here")
@@ -298,6 +380,8 @@ if __name__ == "__main__":
     arguments = parser().parse_args()
     if arguments.select:
         select(arguments)
+    elif arguments.diagnose:
+        diagnose(arguments)
     elif arguments.score:
         score(arguments)
     elif arguments.pitch_probe:

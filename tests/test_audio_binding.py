@@ -100,3 +100,54 @@ def test_score_applies_the_test_rule_to_each_frame_with_and_without_sound(bindin
 
     sound, silence = binding.score(args, log=lambda _: None, predictor=StandIn())
     assert sound > 0.9 and silence < 0.1  # not exactly 1 / 0: discs can overlap or sit at the border
+
+
+def test_separability_is_high_for_pitch_features_and_chance_for_none(binding):
+    """``--diagnose``'s read-out of SoundNet: features that carry the pitch (a magnitude
+    spectrum) name the sounding colour; features that carry nothing do not."""
+    import torch
+
+    class Spectrum(torch.nn.Module):
+        def forward(self, x):  # B×1×L → B×C×1
+            return torch.fft.rfft(x[:, 0]).abs()[:, :2048].reshape(len(x), 64, 32).sum(-1)[..., None]
+
+    class Nothing(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros(len(x), 8, 1)
+
+    assert binding.soundnet_separability(Spectrum(), videos=40) > 0.9
+    assert binding.soundnet_separability(Nothing(), videos=40) < 0.4
+
+
+def test_hits_by_window_splits_frames_by_their_window(binding):
+    """A stand-in that looks at the sounding disc only when it hears the sound and the
+    window has one sounding disc scores 1 there and 0 everywhere else; every frame is
+    counted once per sound setting."""
+    from avrsp.data.synth import SynthConfig, generate_video
+
+    T, seeds, videos = 8, (200,), 2
+
+    class StandIn:
+        class config:
+            frames = T
+
+        def predict_video(self, path, audio=True):
+            _, seed, i = path.stem.split("_")
+            cfg = SynthConfig(videos=videos, frames=binding.TEST_FRAMES, height=36, width=64, seed=int(seed))
+            video = generate_video(cfg, int(i), "relevant")
+            for k in range(cfg.frames):
+                s = video.sounding[k]
+                one = len(set(video.sounding[max(0, k - T + 1):k + 1])) == 1
+                target = s if audio and one else next(j for j in range(cfg.objects) if j != s)
+                m = np.zeros((cfg.height, cfg.width), np.float32)
+                x, y = np.clip(np.round(video.positions[k, target]).astype(int), 0, [cfg.width - 1, cfg.height - 1])
+                m[y, x] = 1
+                yield m
+
+    hits = binding.hits_by_window(StandIn(), seeds=seeds, videos=videos, generate=(36, 64))
+    for sound in (True, False):
+        assert hits[(True, sound)][1] + hits[(False, sound)][1] == len(seeds) * videos * binding.TEST_FRAMES
+    assert hits[(False, True)][1] > 0  # the videos change their sounding disc
+    one_sound = hits[(True, True)]
+    assert one_sound[0] / one_sound[1] > 0.9  # not exactly 1: discs can overlap or sit at the border
+    assert max(hits[key][0] / hits[key][1] for key in [(False, True), (True, False), (False, False)]) < 0.1
