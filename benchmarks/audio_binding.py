@@ -143,6 +143,21 @@ def pitch_probe(args: argparse.Namespace, log=print) -> float:
     return accuracy
 
 
+def _predicted(predictor, cfg: SynthConfig, stem: str):
+    """``(video, sound, maps)`` for each relevant video of ``cfg``, written to MP4 as
+    ``stem`` (formatted with ``seed`` and ``i``) and predicted by ``predictor`` as ``avrsp
+    predict`` does, with its sound and with silence."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(cfg.videos):
+            video = generate_video(cfg, i, "relevant")
+            path = Path(tmp) / f"{stem.format(seed=cfg.seed, i=i)}.mp4"
+            _write_mp4(path, video, cfg)
+            for sound in (True, False):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", MediaWarning)  # silence is asked for, not missing
+                    yield video, sound, list(predictor.predict_video(path, audio=sound))
+
+
 def score(args: argparse.Namespace, log=print, predictor=None) -> tuple[float, float]:
     """The acceptance test's measure for a model file that ``avrsp train`` wrote: ``--val``
     unseen videos of the test's length (seed 99) rendered at ``--generate``, written to MP4
@@ -151,18 +166,10 @@ def score(args: argparse.Namespace, log=print, predictor=None) -> tuple[float, f
     h, w = map(int, args.generate.split("x"))
     cfg = SynthConfig(videos=args.val, frames=TEST_FRAMES, height=h, width=w, seed=EVAL_SEED)
     predictor = predictor or Predictor(args.score, device="cpu", precision="fp32")
-    hits, frames = {True: 0, False: 0}, 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.val):
-            video = generate_video(cfg, i, "relevant")
-            path = Path(tmp) / f"unseen_{i}.mp4"
-            _write_mp4(path, video, cfg)
-            for sound in (True, False):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", MediaWarning)  # silence is asked for, not missing
-                    maps = list(predictor.predict_video(path, audio=sound))
-                hits[sound] += sum(video.peak_on_sounding_disc(k, m) for k, m in enumerate(maps))
-            frames += cfg.frames
+    hits = {True: 0, False: 0}
+    for video, sound, maps in _predicted(predictor, cfg, "unseen_{i}"):
+        hits[sound] += sum(video.peak_on_sounding_disc(k, m) for k, m in enumerate(maps))
+    frames = args.val * cfg.frames
     sound, silence = hits[True] / frames, hits[False] / frames
     log(f"{args.score}: peak on the sounding disc in {sound:.2f} of {frames} frames with sound, "
         f"{silence:.2f} with silence ({args.val} unseen videos at {h}×{w})")
@@ -177,18 +184,10 @@ def soundnet_separability(net: nn.Module, frames: int = 8, videos: int = 120, se
     classifier: held-out accuracy (chance 1/6) over the windows of ``videos`` unseen
     relevant videos whose ``frames`` frames have one sounding disc, features averaged
     over time and standardised, 70 / 30 split in video order."""
-    from avrsp.windows import window
+    from avrsp.pretrain import labelled_windows
 
     cfg = SynthConfig(videos=videos, frames=32, height=36, width=64, relevant_fraction=1.0, seed=seed)
-    sounds, labels = [], []
-    for i in range(videos):
-        v = generate_video(cfg, i, "relevant")
-        for k in range(frames - 1, cfg.frames):
-            if len(set(v.sounding[k - frames + 1:k + 1])) == 1:
-                sounds.append(window(k, frames, lambda j: j < cfg.frames).audio(v.audio, cfg.fps, frames,
-                                                                                 SOUNDNET_RATE))
-                labels.append(v.colours[v.sounding[k]])
-    x, y = torch.from_numpy(np.stack(sounds))[:, None], torch.tensor(labels)
+    x, y = labelled_windows(cfg, videos, frames, one_disc=True)
     n = int(0.7 * len(x))
     net.eval()
     with torch.no_grad():
@@ -213,20 +212,13 @@ def hits_by_window(predictor, seeds=DEV_SEEDS, videos: int = 6, generate: tuple[
     sounding disc or straddles a change: ``{(one_disc, sound): (hits, frames)}``."""
     T = predictor.config.frames
     out = {(one, sound): [0, 0] for one in (True, False) for sound in (True, False)}
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in seeds:
-            cfg = SynthConfig(videos=videos, frames=TEST_FRAMES, height=generate[0], width=generate[1], seed=seed)
-            for i in range(videos):
-                video = generate_video(cfg, i, "relevant")
-                path = Path(tmp) / f"unseen_{seed}_{i}.mp4"
-                _write_mp4(path, video, cfg)
-                for sound in (True, False):
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", MediaWarning)
-                        for k, m in enumerate(predictor.predict_video(path, audio=sound)):
-                            one = len(set(video.sounding[max(0, k - T + 1):k + 1])) == 1
-                            out[(one, sound)][0] += video.peak_on_sounding_disc(k, m)
-                            out[(one, sound)][1] += 1
+    for seed in seeds:
+        cfg = SynthConfig(videos=videos, frames=TEST_FRAMES, height=generate[0], width=generate[1], seed=seed)
+        for video, sound, maps in _predicted(predictor, cfg, "unseen_{seed}_{i}"):
+            for k, m in enumerate(maps):
+                one = len(set(video.sounding[max(0, k - T + 1):k + 1])) == 1
+                out[(one, sound)][0] += video.peak_on_sounding_disc(k, m)
+                out[(one, sound)][1] += 1
     return {key: tuple(v) for key, v in out.items()}
 
 

@@ -244,8 +244,8 @@ def end_to_end(checkpoint: Path | None, device: str, seconds: float, batch: int,
     out = {"model": cfg.name, "checkpoint": str(checkpoint or "built-in"), "precision": predictor.precision,
            "batch": batch, "frames": r.frames, "rounds": rounds, "predict_fps": predict_fps,
            "maps_only_fps": maps_fps, "model_fps": model_fps,
-           "ratio": float(np.median([p / m for p, _, m in per_round])),
            "ratios": [p / m for p, _, m in per_round], "output_cpu_ms": costs, "cores": len(os.sched_getaffinity(0))}
+    out["ratio"] = float(np.median(out["ratios"]))
     log(f"  predict {cfg.name}: {out['predict_fps']:.1f} frames/s end to end, {out['maps_only_fps']:.1f} maps only, "
         f"model alone {out['model_fps']:.1f} ({out['ratio']:.0%}, median of "
         f"{', '.join(f'{x:.0%}' for x in out['ratios'])})")
@@ -273,15 +273,14 @@ def output_costs(predictor, path: Path) -> dict[str, float]:
     frames = [f for f, _ in iter_frames(path)]
     small = [f for f, _ in iter_frames(path, size=size)]
     sound = read_audio(path) if cfg.audio else None
-    maps = [m for _, m in predict_frames(predictor.model, small, len(small), fps, sound, batch=predictor.batch)]
-    big = [resize_map(m, frames[0].shape[:2]) for m in maps]
-    heat = [overlay(f, m) for f, m in zip(frames, big)]
-    n = len(frames)
+    n, out = len(frames), {}
 
-    def cpu_ms(fn) -> float:
+    def timed_part(name: str, fn):
+        """``fn()``, its CPU milliseconds per frame recorded under ``name``."""
         t0 = time.process_time()
-        fn()
-        return (time.process_time() - t0) / n * 1e3
+        result = fn()
+        out[name] = (time.process_time() - t0) / n * 1e3
+        return result
 
     def encode(folder: str) -> None:
         w = OverlayWriter(Path(folder) / "o.mp4", path, fps, frames[0].shape[1], frames[0].shape[0])
@@ -289,23 +288,19 @@ def output_costs(predictor, path: Path) -> dict[str, float]:
             w.add(h)
         w.close()
 
-    def model() -> None:
-        for _ in predict_frames(predictor.model, small, n, fps, sound, batch=predictor.batch):
-            pass
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = {
-            "decode at model size": cpu_ms(lambda: sum(1 for _ in iter_frames(path, size=size))),
-            "decode at video size": cpu_ms(lambda: sum(1 for _ in iter_frames(path))),
-            "map to video size": cpu_ms(lambda: [resize_map(m, frames[0].shape[:2]) for m in maps]),
-            "PNG": cpu_ms(lambda: [write_map_png(Path(tmp) / f"{k}.png", m) for k, m in enumerate(big)]),
-            "overlay": cpu_ms(lambda: [overlay(f, m) for f, m in zip(frames, big)]),
-            "overlay video": cpu_ms(lambda: encode(tmp)),
-        }
     t0 = time.perf_counter()
-    out["model"] = cpu_ms(model)
-    out["model wall"] = (time.perf_counter() - t0) / n * 1e3
-    return out
+    maps = timed_part("model", lambda: [m for _, m in predict_frames(predictor.model, small, n, fps, sound,
+                                                                      batch=predictor.batch)])
+    wall = (time.perf_counter() - t0) / n * 1e3
+    timed_part("decode at model size", lambda: sum(1 for _ in iter_frames(path, size=size)))
+    timed_part("decode at video size", lambda: sum(1 for _ in iter_frames(path)))
+    big = timed_part("map to video size", lambda: [resize_map(m, frames[0].shape[:2]) for m in maps])
+    heat = timed_part("overlay", lambda: [overlay(f, m) for f, m in zip(frames, big)])
+    with tempfile.TemporaryDirectory() as tmp:
+        timed_part("PNG", lambda: [write_map_png(Path(tmp) / f"{k}.png", m) for k, m in enumerate(big)])
+        timed_part("overlay video", lambda: encode(tmp))
+    out["model wall"] = wall
+    return {k: out[k] for k in (*OUTPUT_PARTS, "model", "model wall")}
 
 
 def e2e_bound(costs: dict[str, float], cores: int) -> float:

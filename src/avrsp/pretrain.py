@@ -29,6 +29,23 @@ from .windows import window
 PROBE_DATA_SEED = 1000
 
 
+def labelled_windows(cfg: SynthConfig, videos: int, frames: int, *, one_disc: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """SoundNet inputs (N×1×L) of every ``frames``-frame window of the first ``videos``
+    relevant videos of ``cfg``, cut by the test protocol's own code, and the sounding
+    colour of each window's last frame; ``one_disc``: only windows in which one disc
+    sounds throughout."""
+    sounds, labels = [], []
+    for i in range(videos):
+        v = generate_video(cfg, i, "relevant")
+        for k in range(frames - 1, cfg.frames):
+            if one_disc and len(set(v.sounding[k - frames + 1:k + 1])) != 1:
+                continue
+            sounds.append(window(k, frames, lambda j: j < cfg.frames).audio(v.audio, cfg.fps, frames, SOUNDNET_RATE))
+            labels.append(v.colours[v.sounding[k]])
+    return torch.from_numpy(np.stack(sounds))[:, None], torch.tensor(labels)
+
+
 def pitch_probe(model: str = "avrsp_tiny", *, videos: int = 100, steps: int = 300, lr: float = 1e-3,
                 seed: int = 0, video_frames: int = 32, log=print) -> tuple[dict[str, torch.Tensor], float]:
     """SoundNet's state dict in the registered ``model``'s width, and its held-out accuracy
@@ -40,15 +57,7 @@ def pitch_probe(model: str = "avrsp_tiny", *, videos: int = 100, steps: int = 30
     torch.manual_seed(seed)
     cfg = SynthConfig(videos=max(videos, 3), frames=video_frames, height=36, width=64,
                       relevant_fraction=1.0, seed=PROBE_DATA_SEED + seed)
-    T = cfg_model.frames
-    sounds, labels = [], []
-    for i in range(videos):
-        v = generate_video(cfg, i, "relevant")
-        for k in range(T - 1, cfg.frames):
-            w = window(k, T, lambda j: j < cfg.frames)
-            sounds.append(w.audio(v.audio, cfg.fps, T, SOUNDNET_RATE))
-            labels.append(v.colours[v.sounding[k]])
-    x, y = torch.from_numpy(np.stack(sounds))[:, None], torch.tensor(labels)
+    x, y = labelled_windows(cfg, videos, cfg_model.frames)
     n_train = int(0.8 * len(x))  # windows are in video order: held out are the last videos' (one may be split)
     net = SoundNet8(cfg_model.soundnet_width)
     head = nn.Linear(net.out_channels, len(PALETTE))
