@@ -21,7 +21,8 @@ demo: setup
 
 # How the shipped assets were made (docs/default_model.md); each rewrites src/avrsp/assets/.
 # default-model on 2 CPU cores: relevant-only data 24 min (5.3 GB), stage 1 11 min,
-# stage 2 44 min; data with music videos too 24 min (5.3 GB), stage 3 12 min, stage 4 about 20 min.
+# stage 2 44 min; data with music videos too 24 min (5.3 GB), stage 3 12 min, stage 4 about 20 min;
+# the same videos with half the music ones silent about 24 min, stage 5 about 14 min.
 default-model: setup
 	$(BIN)/avrsp synth runs/default-data --videos 3000 --frames 16 --height 144 --width 256 --relevant-fraction 1 --seed 0 --overwrite
 	$(BIN)/python benchmarks/audio_binding.py --pitch-probe --videos 100 --steps 300 --save runs/default-data/soundnet_probe.safetensors
@@ -30,7 +31,9 @@ default-model: setup
 	$(BIN)/avrsp synth runs/default-data-both --videos 3000 --frames 16 --height 144 --width 256 --relevant-fraction 0.5 --seed 0 --overwrite
 	$(BIN)/avrsp train --config configs/default_model_music.yaml
 	$(BIN)/avrsp train --config configs/default_model_probe.yaml
-	cp runs/train/default_model_probe/best.safetensors src/avrsp/assets/avrsp_tiny_synth.safetensors
+	$(BIN)/avrsp synth runs/default-data-silent --videos 3000 --frames 16 --height 144 --width 256 --relevant-fraction 0.5 --silent-fraction 0.5 --seed 0 --overwrite
+	$(BIN)/avrsp train --config configs/default_model_silent.yaml
+	cp runs/train/default_model_silent/best.safetensors src/avrsp/assets/avrsp_tiny_synth.safetensors
 
 demo-clip: setup
 	$(BIN)/avrsp synth runs/demo-src --videos 3 --frames 96 --height 144 --width 256 --seed 7 --relevant-fraction 1 --overwrite

@@ -144,3 +144,28 @@ def test_curriculum_trains_on_relevant_videos_then_continues_on_both(tmp_path):
     (out / "study.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "stage2_relevant_steps"}))
     assert main(["ablate", f"out={out}", *tiny, "seeds=[0]", f"only=[{FULL}]", "stage2_relevant_steps=1",
                  "--write", str(md)]) == 2
+
+
+def test_frozen_soundnet_stays_the_probe_and_silent_music_videos_are_trained_on(tmp_path):
+    """freeze_soundnet: the scored model's SoundNet is the probe's, tensor for tensor;
+    silent_fraction: the study's data holds music videos without sound, and the report
+    says both."""
+    import torch
+    from safetensors.torch import load_file
+
+    from avrsp.evaluate import video_kinds
+
+    out, md = tmp_path / "study", tmp_path / "results.md"
+    tiny = [a for a in TINY if not a.startswith("seeds=")]
+    assert main(["ablate", f"out={out}", *tiny, "seeds=[0]", f"only=[{FULL}]", "freeze_soundnet=true",
+                 "silent_fraction=0.5", "--write", str(md)]) == 0
+    assert "silent" in set(video_kinds(out / "data").values())
+    probe = load_file(out / "probe" / "soundnet.safetensors")
+    trained = load_file(out / "runs" / FULL / "seed0" / "best.safetensors")
+    own = {k.removeprefix("audio_net."): v for k, v in trained.items() if k.startswith("audio_net.")}
+    assert own and own.keys() == probe.keys()
+    assert all(torch.equal(own[k], probe[k]) for k in probe)
+    text = md.read_text()
+    assert "frozen" in text and "50% of the music videos without sound" in text
+    with pytest.raises(ConfigError, match="freeze_soundnet"):
+        ab.StudyConfig(soundnet="", freeze_soundnet=True).validate()

@@ -14,8 +14,8 @@ from avrsp.cli import main
 from avrsp.data.datasets import (AnnotatedVideo, ClipDataset, DataError, DataNote, DataWarning, ImageFrames,
                                  dhf1k_layout, dhf1k_videos, load_split, read_fixations, stavis_videos,
                                  to_model_frames)
-from avrsp.data.synth import PALETTE, SynthConfig, generate_video, write_dataset
-from avrsp.media import iter_frames, read_audio
+from avrsp.data.synth import PALETTE, SynthConfig, generate_video, video_kinds, write_dataset
+from avrsp.media import MediaWarning, iter_frames, read_audio
 
 CFG = SynthConfig(videos=6, frames=24, height=72, width=128, fps=15.0, seed=3)
 SIZE = (64, 96)
@@ -62,6 +62,40 @@ def test_generation_is_seeded_and_kinds_differ():
     # Relevant audio sounds at the discs' pitches; music stays below every disc pitch.
     assert abs(peak_hz(a.audio[:4000]) - PALETTE[a.colours[a.sounding[0]]][1]) < 10
     assert peak_hz(music.audio) < min(p for _, p in PALETTE) - 40
+
+
+def test_silent_videos_are_music_videos_without_their_sound():
+    """--silent-fraction takes the sound off some music videos and changes nothing else:
+    the same videos are relevant, the silent ones are every second music video (at 0.5),
+    and each has the pictures and gaze of the music video it replaces."""
+    big = SynthConfig(videos=40, seed=3)
+    plain, some = video_kinds(big), video_kinds(SynthConfig(videos=40, seed=3, silent_fraction=0.5))
+    others = [i for i, k in enumerate(plain) if k == "music"]
+    assert [i for i, k in enumerate(some) if k == "relevant"] == [i for i, k in enumerate(plain) if k == "relevant"]
+    assert [i for i, k in enumerate(some) if k == "silent"] == others[1::2]
+    assert set(video_kinds(SynthConfig(videos=40, seed=3, silent_fraction=1.0))) == {"relevant", "silent"}
+    music, silent = generate_video(CFG, 1, "music"), generate_video(CFG, 1, "silent")
+    assert silent.audio is None and music.audio is not None and silent.name.endswith("_silent")
+    np.testing.assert_array_equal(silent.frames, music.frames)
+    np.testing.assert_array_equal(silent.maps, music.maps)
+    assert silent.sounding == music.sounding
+    with pytest.raises(ValueError, match="silent_fraction"):
+        SynthConfig(silent_fraction=1.5).validate()
+
+
+def test_a_silent_video_is_written_without_sound_and_trains_on_silence(tmp_path):
+    cfg = SynthConfig(videos=3, frames=4, height=32, width=48, relevant_fraction=1 / 3, silent_fraction=1.0, seed=3)
+    meta = write_dataset(tmp_path / "d", cfg)
+    names = [v["name"] for v in meta["videos"] if v["kind"] == "silent"]
+    assert len(names) == 2
+    root = tmp_path / "d" / "stavis"
+    assert not (root / "video_audio" / "SynthAV" / names[0]).exists()
+    with pytest.warns(MediaWarning, match="no audio track"):
+        assert read_audio(tmp_path / "d" / "videos" / f"{names[0]}.mp4") is None
+    assert len(list(iter_frames(tmp_path / "d" / "videos" / f"{names[0]}.mp4"))) == cfg.frames
+    video = next(v for v in all_videos(root) if v.name == names[0])
+    assert video.audio is None
+    assert ClipDataset([video], 4, (32, 48))[0]["audio"].abs().max() == 0
 
 
 def test_gaze_follows_the_sounding_disc_only_in_relevant_videos():

@@ -13,7 +13,9 @@ disc viewers look at, or it is background music), and per seed:
   without audio for the visual-only rows, which get the same training for fairness.
   With ``stage2_relevant_steps`` > 0 stage 2 is a curriculum: that many steps on the
   relevant videos only, where the sound is the one cue to learn, then its epochs on
-  both kinds (the built-in model's recipe, docs/default_model.md).
+  both kinds (the built-in model's recipe, docs/default_model.md). ``freeze_soundnet``
+  keeps SoundNet at its pretrained state through stage 2, and ``silent_fraction`` writes
+  that share of the music videos without sound (the built-in model's stages 4 and 5).
 
 Each variant is then scored on fold 1's held-out test videos of both kinds, and the
 measures answer the paper's claims rather than only its tables:
@@ -76,6 +78,7 @@ class StudyConfig:
     height: int = 144
     width: int = 256
     relevant_fraction: float = 0.5
+    silent_fraction: float = 0.0             # of the music videos, written without sound (avrsp synth)
     data_seed: int = 0
     # stage 1: visual only; at the stage-2 size, where X⁰ carries where things are (docs/training.md)
     stage1_size: tuple[int, int] = (128, 192)
@@ -91,6 +94,7 @@ class StudyConfig:
     precise_bn: int = 8
     soundnet: str = "probe"                  # "probe" (trained once per study), "" (from scratch) or a file
     probe_steps: int = 300
+    freeze_soundnet: bool = False            # stage 2 keeps SoundNet (and its BatchNorm) as it started
     device: str = "auto"
     workers: int = 1
     # analysis: the first videos of each kind in fold 1's test list
@@ -112,6 +116,9 @@ class StudyConfig:
                 raise ConfigError(f"{name}: height and width must be positive multiples of 32, got {h}×{w}")
         if self.soundnet not in ("probe", "") and not Path(self.soundnet).is_file():
             raise ConfigError(f"soundnet: '{self.soundnet}' is not a file (or say probe, or '' for from scratch)")
+        if self.freeze_soundnet and not self.soundnet:
+            raise ConfigError("freeze_soundnet: a SoundNet trained from scratch would stay random; "
+                              "give soundnet=probe or a file")
 
 
 def rows(study: StudyConfig, table: str) -> list[tuple[str, dict[str, Any]]]:
@@ -163,7 +170,8 @@ def synth_config(study: StudyConfig):
     from .data.synth import SynthConfig
 
     return SynthConfig(videos=study.videos, frames=study.frames, height=study.height, width=study.width,
-                       relevant_fraction=study.relevant_fraction, seed=study.data_seed)
+                       relevant_fraction=study.relevant_fraction, silent_fraction=study.silent_fraction,
+                       seed=study.data_seed)
 
 
 def make_data(study: StudyConfig) -> Path:
@@ -211,7 +219,8 @@ def train_config(study: StudyConfig, data: Path, overrides: dict[str, Any], seed
     return replace(TrainConfig(model=model), {
         "data": {"layout": "stavis", "root": str(root), "split": 1, "val": "holdout",
                  "clips_per_video": 1, "val_clips_per_video": 1},
-        "init": {"model": init, "soundnet": soundnet if model.audio else ""},
+        "init": {"model": init, "soundnet": soundnet if model.audio else "",
+                 "freeze": ["audio_net"] if study.freeze_soundnet and model.audio else []},
         "optim": {"lr": study.lr}, "epochs": epochs, "steps_per_epoch": steps, "batch_size": study.batch_size,
         "workers": study.workers, "precise_bn": study.precise_bn, "device": study.device, "seed": seed,
         "deterministic": True, "log_images": 0, "out": str(out)}, where="ablation study")
@@ -602,7 +611,9 @@ def report(study: StudyConfig, out_md: Path, *, command: str) -> Path:
              f"scoring in all, on {where}).", "",
              "```bash", command, "```", "", "## Setup", "",
              f"- **Data**: `avrsp synth` with {study.videos} videos of {study.frames} frames at "
-             f"{study.height}×{study.width}, relevant fraction {study.relevant_fraction}, seed {study.data_seed}. "
+             f"{study.height}×{study.width}, relevant fraction {study.relevant_fraction}"
+             + (f" ({study.silent_fraction:.0%} of the music videos without sound)" if study.silent_fraction else "")
+             + f", seed {study.data_seed}. "
              "Fold 1: two thirds of the videos train (10 % of them held out to pick the best epoch), the "
              f"other third is the test set; the first {study.eval_videos} test videos of each kind are scored.",
              f"- **Stage 1** (per seed, one per visual network: MS, MRG, pairs): `{study.model}` without audio at "
@@ -611,7 +622,8 @@ def report(study: StudyConfig, out_md: Path, *, command: str) -> Path:
              "deterministic.",
              f"- **Stage 2** (per variant): that stage 1 at {h2}×{w2} (X⁰: {h2 // 32}×{w2 // 32} fusion tokens), "
              f"{_count(study.stage2_epochs, 'epoch')} of {study.stage2_steps} steps; the audio rows add the audio "
-             f"branch with SoundNet from {probe_text} and a fresh fusion; the visual-only rows get the same "
+             f"branch with SoundNet from {probe_text}{', frozen,' if study.freeze_soundnet else ''} and a fresh "
+             "fusion; the visual-only rows get the same "
              "training without audio. The best epoch by validation loss is scored."
              + (f" A curriculum: stage 2 starts with {_count(study.stage2_relevant_steps, 'step')} on the relevant "
                 "training videos only, and its epochs on both kinds continue from there."

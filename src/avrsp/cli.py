@@ -86,8 +86,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
     except FileExistsError as e:
         raise ConfigError(str(e)) from None
     kinds = [v["kind"] for v in meta["videos"]]
+    silent = f", {kinds.count('silent')} without sound" if "silent" in kinds else ""
     print(f"{root}: {len(kinds)} videos ({kinds.count('relevant')} relevant audio, {kinds.count('music')} "
-          f"background music), {cfg.frames} frames at {cfg.height}×{cfg.width}, {cfg.fps:g} fps")
+          f"background music{silent}), {cfg.frames} frames at {cfg.height}×{cfg.width}, {cfg.fps:g} fps")
     print(f"  STAViS layout: {root / 'stavis'} (database {meta['db']}, fold lists 1–3)")
     print(f"  DHF1K layout:  {root / 'dhf1k'} (train/, val/)")
     print(f"  videos:        {root / 'videos'} (.mp4 with sound); metadata: {root / 'synth.json'}")
@@ -434,8 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a synthetic audio-visual saliency dataset",
                        description="Write a procedural dataset where gaze follows the sounding object "
-                                   "('relevant' videos) or visual cues only ('music' videos), in the STAViS and "
-                                   "DHF1K layouts plus .mp4 files with sound.")
+                                   "('relevant' videos) or visual cues only ('music' videos, and with "
+                                   "--silent-fraction 'silent' ones: music videos without their sound), in the "
+                                   "STAViS and DHF1K layouts plus .mp4 files.")
     p.add_argument("root", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace a synthetic dataset already in ROOT")
     _add_dataclass_flags(p, SynthConfig)

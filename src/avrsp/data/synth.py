@@ -10,6 +10,10 @@ fixed pitch per colour, the same in every video). Two kinds of video:
 * ``music``: the soundtrack is music unrelated to the discs (low chords and a beat, in a
   register no disc uses); viewers follow visual cues only (faster discs draw more gaze)
   with a centre bias.
+* ``silent`` (only with ``silent_fraction`` > 0): a music video written without its
+  soundtrack. Its viewers ignored the music, so its maps stay right without it; a model
+  trained on such videos learns that no sound means no sounding disc, rather than reading
+  a pitch into silence.
 
 Per frame, each simulated viewer fixates a target (sticky over frames) with Gaussian
 jitter; the binary fixation map is blurred into the continuous map as the real datasets
@@ -61,6 +65,7 @@ class SynthConfig:
     objects: int = 3
     viewers: int = 16
     relevant_fraction: float = 0.5
+    silent_fraction: float = 0.0   # of the videos that are not relevant: written with no sound at all
     sample_rate: int = SOUNDNET_RATE
     seed: int = 0
 
@@ -73,6 +78,8 @@ class SynthConfig:
             raise ValueError("height and width must be at least 32 pixels")
         if self.fps <= 0 or self.viewers < 1 or not 0 <= self.relevant_fraction <= 1:
             raise ValueError("fps and viewers must be positive, relevant_fraction in [0, 1]")
+        if not 0 <= self.silent_fraction <= 1:
+            raise ValueError("silent_fraction must be in [0, 1]")
 
 
 @dataclass
@@ -80,7 +87,7 @@ class SynthVideo:
     """One generated video, in memory."""
 
     name: str
-    kind: str                       # "relevant" or "music"
+    kind: str                       # "relevant", "music" or "silent"
     colours: list[int]              # palette index of each disc
     positions: np.ndarray           # F×K×2 (x, y) disc centres in pixels
     radius: float
@@ -88,7 +95,7 @@ class SynthVideo:
     frames: np.ndarray              # F×H×W×3 uint8
     fixations: np.ndarray           # F×H×W bool
     maps: np.ndarray                # F×H×W uint8 continuous saliency
-    audio: np.ndarray               # float32 mono in [-1, 1]
+    audio: np.ndarray | None        # float32 mono in [-1, 1]; None: no sound track ("silent")
 
     def peak_on_sounding_disc(self, k: int, saliency: np.ndarray, scale=(1.0, 1.0)) -> bool:
         """Frame k's map peaks on the sounding disc (within 1.5 radii) and on no nearer
@@ -227,13 +234,15 @@ def _continuous(fix: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def generate_video(cfg: SynthConfig, index: int, kind: str) -> SynthVideo:
-    """Generate video ``index`` (its own random stream, so videos do not depend on each other)."""
+    """Generate video ``index`` (its own random stream, so videos do not depend on each other).
+    A ``silent`` video is the ``music`` video of the same index without its sound."""
+    silent, kind_drawn = kind == "silent", "music" if kind == "silent" else kind
     rng = np.random.default_rng([cfg.seed, index])
     h, w = cfg.height, cfg.width
     radius = 0.09 * min(h, w)
     colours = [int(c) for c in rng.choice(len(PALETTE), cfg.objects, replace=False)]
     positions = _trajectories(rng, cfg, radius)
-    sounding = _schedule(rng, cfg, kind)
+    sounding = _schedule(rng, cfg, kind_drawn)
     background = _background(rng, h, w)
     yy, xx = np.mgrid[0:h, 0:w] + 0.5
     frames = np.empty((cfg.frames, h, w, 3), np.uint8)
@@ -244,18 +253,26 @@ def generate_video(cfg: SynthConfig, index: int, kind: str) -> SynthVideo:
             alpha = np.clip(radius - np.hypot(xx - x, yy - y) + 0.5, 0, 1)[..., None]
             img = img * (1 - alpha) + alpha * (np.array(PALETTE[c][0]) / 255)
         frames[t] = np.round(img * 255).astype(np.uint8)
-    fix = _fixations(rng, cfg, kind, positions, radius, sounding)
+    fix = _fixations(rng, cfg, kind_drawn, positions, radius, sounding)
     maps = _continuous(fix, sigma=0.035 * w)
-    audio = _render_audio(rng, cfg, kind, colours, sounding)
+    audio = None if silent else _render_audio(rng, cfg, kind, colours, sounding)
     return SynthVideo(f"synth_{index:03d}_{kind}", kind, colours, positions, radius, sounding, frames, fix,
                       maps, audio)
 
 
 def video_kinds(cfg: SynthConfig) -> list[str]:
-    """Kinds in a seeded order, with round(videos·relevant_fraction) relevant ones."""
+    """Kinds in a seeded order, with round(videos·relevant_fraction) relevant ones; of the
+    others, in order, every one that takes the running count of silent ones past
+    ``silent_fraction`` of those seen is silent (0.5: the second, fourth, …). Which videos
+    are relevant does not depend on ``silent_fraction``, so two datasets that differ in it
+    alone hold the same videos, some without their music."""
     n_rel = int(round(cfg.videos * cfg.relevant_fraction))
     kinds = ["relevant"] * n_rel + ["music"] * (cfg.videos - n_rel)
     np.random.default_rng([cfg.seed, 10**6]).shuffle(kinds)
+    others = [i for i, k in enumerate(kinds) if k != "relevant"]
+    for j, i in enumerate(others):
+        if math.floor((j + 1) * cfg.silent_fraction) > math.floor(j * cfg.silent_fraction):
+            kinds[i] = "silent"
     return kinds
 
 
@@ -277,19 +294,19 @@ def _write_mp4(path: Path, video: SynthVideo, cfg: SynthConfig) -> None:
         vs = out.add_stream("libx264", rate=Fraction(cfg.fps).limit_denominator(1001))
         vs.width, vs.height, vs.pix_fmt = cfg.width, cfg.height, "yuv420p"
         vs.options = {"crf": "18", "preset": "veryfast"}
-        a_s = out.add_stream("aac", rate=cfg.sample_rate)
-        a_s.layout = "mono"
+        if video.audio is not None:  # streams are all added before the first packet
+            a_s = out.add_stream("aac", rate=cfg.sample_rate)
+            a_s.layout = "mono"
         for img in video.frames:
             for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 out.mux(p)
         for p in vs.encode(None):
             out.mux(p)
-        frame = av.AudioFrame.from_ndarray(video.audio[None, :], format="fltp", layout="mono")
-        frame.sample_rate = cfg.sample_rate
-        for p in a_s.encode(frame):
-            out.mux(p)
-        for p in a_s.encode(None):
-            out.mux(p)
+        if video.audio is not None:
+            frame = av.AudioFrame.from_ndarray(video.audio[None, :], format="fltp", layout="mono")
+            frame.sample_rate = cfg.sample_rate
+            for p in [*a_s.encode(frame), *a_s.encode(None)]:
+                out.mux(p)
     tmp.replace(path)
 
 
@@ -329,8 +346,7 @@ def _write(root: Path, cfg: SynthConfig, progress) -> dict:
         d_frames = stavis / "video_frames" / DB_NAME / v.name
         d_ann = stavis / "annotations" / DB_NAME / v.name
         d_dhf = dhf1k / split / dhf_id
-        for d in (d_frames, d_ann / "maps", stavis / "video_audio" / DB_NAME / v.name,
-                  d_dhf / "images", d_dhf / "maps", d_dhf / "fixation", mp4s):
+        for d in (d_frames, d_ann / "maps", d_dhf / "images", d_dhf / "maps", d_dhf / "fixation", mp4s):
             d.mkdir(parents=True, exist_ok=True)
         for t in range(cfg.frames):
             Image.fromarray(v.frames[t]).save(d_frames / f"img_{t + 1:05d}.jpg", quality=92)
@@ -340,8 +356,10 @@ def _write(root: Path, cfg: SynthConfig, progress) -> dict:
             Image.fromarray(v.frames[t]).save(d_dhf / "images" / f"{t + 1:04d}.png")
             Image.fromarray(v.maps[t]).save(d_dhf / "maps" / f"{t + 1:04d}.png")
             Image.fromarray(v.fixations[t].astype(np.uint8) * 255).save(d_dhf / "fixation" / f"{t + 1:04d}.png")
-        wavfile.write(stavis / "video_audio" / DB_NAME / v.name / f"{v.name}.wav", cfg.sample_rate,
-                      np.round(v.audio * 32767).astype(np.int16))
+        if v.audio is not None:  # a silent video has no .wav, as a real dataset's video without sound
+            (stavis / "video_audio" / DB_NAME / v.name).mkdir(parents=True)
+            wavfile.write(stavis / "video_audio" / DB_NAME / v.name / f"{v.name}.wav", cfg.sample_rate,
+                          np.round(v.audio * 32767).astype(np.int16))
         _write_mp4(mp4s / f"{v.name}.mp4", v, cfg)
         meta["videos"].append({
             "name": v.name, "kind": kind, "test_fold": test_fold[i], "dhf1k": f"{split}/{dhf_id}",
