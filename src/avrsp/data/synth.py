@@ -11,9 +11,9 @@ fixed pitch per colour, the same in every video). Two kinds of video:
   register no disc uses); viewers follow visual cues only (faster discs draw more gaze)
   with a centre bias.
 * ``silent`` (only with ``silent_fraction`` > 0): a music video written without its
-  soundtrack. Its viewers ignored the music, so its maps stay right without it; a model
-  trained on such videos learns that no sound means no sounding disc, rather than reading
-  a pitch into silence.
+  soundtrack. Its viewers ignored the music, so its maps stay right without it: training
+  videos where no sound means no sounding disc (what they did for the built-in model is
+  measured in docs/default_model.md, "Silence").
 
 Per frame, each simulated viewer fixates a target (sticky over frames) with Gaussian
 jitter; the binary fixation map is blurred into the continuous map as the real datasets
