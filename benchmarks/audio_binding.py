@@ -158,22 +158,52 @@ def _predicted(predictor, cfg: SynthConfig, stem: str):
                     yield video, sound, list(predictor.predict_video(path, audio=sound))
 
 
+def seed_list(text: str) -> list[int]:
+    """``--seeds``: ``99``, ``200,201,202`` or ``203-214``."""
+    out = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out += list(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def visual_cue_rate(video) -> float:
+    """The share of ``video``'s frames whose fastest disc is the sounding one: how often a
+    model that, without the sound, follows the viewers' visual rule (faster discs draw
+    more gaze) lands on the sounding disc."""
+    p = video.positions
+    speed = np.linalg.norm(np.diff(p, axis=0, prepend=p[:1]), axis=2)
+    return float(np.mean([speed[k].argmax() == s for k, s in enumerate(video.sounding)]))
+
+
 def score(args: argparse.Namespace, log=print, predictor=None) -> tuple[float, float]:
     """The acceptance test's measure for a model file that ``avrsp train`` wrote: ``--val``
-    unseen videos of the test's length (seed 99) rendered at ``--generate``, written to MP4
-    and predicted by ``avrsp.Predictor`` as ``avrsp predict`` does, with their sound and
-    with silence. Returns the fractions of frames that peak on the sounding disc."""
+    unseen videos of the test's length (seed 99, or each of ``--seeds``) rendered at
+    ``--generate``, written to MP4 and predicted by ``avrsp.Predictor`` as ``avrsp
+    predict`` does, with their sound and with silence. Returns the fractions of all
+    frames that peak on the sounding disc; logs them per seed, with the visual cue's own
+    rate (:func:`visual_cue_rate`), and with several seeds their mean ± standard deviation."""
     h, w = map(int, args.generate.split("x"))
-    cfg = SynthConfig(videos=args.val, frames=TEST_FRAMES, height=h, width=w, seed=EVAL_SEED)
     predictor = predictor or Predictor(args.score, device="cpu", precision="fp32")
-    hits = {True: 0, False: 0}
-    for video, sound, maps in _predicted(predictor, cfg, "unseen_{i}"):
-        hits[sound] += sum(video.peak_on_sounding_disc(k, m) for k, m in enumerate(maps))
-    frames = args.val * cfg.frames
-    sound, silence = hits[True] / frames, hits[False] / frames
-    log(f"{args.score}: peak on the sounding disc in {sound:.2f} of {frames} frames with sound, "
-        f"{silence:.2f} with silence ({args.val} unseen videos at {h}×{w})")
-    return sound, silence
+    seeds = seed_list(args.seeds)
+    per_seed = []
+    for seed in seeds:
+        cfg = SynthConfig(videos=args.val, frames=TEST_FRAMES, height=h, width=w, seed=seed)
+        hits, cue = {True: 0, False: 0}, []
+        for video, sound, maps in _predicted(predictor, cfg, "unseen_{i}_seed{seed}"):
+            hits[sound] += sum(video.peak_on_sounding_disc(k, m) for k, m in enumerate(maps))
+            cue += [visual_cue_rate(video)] if sound else []
+        frames = args.val * cfg.frames
+        per_seed.append((hits[True] / frames, hits[False] / frames, float(np.mean(cue))))
+        log(f"{args.score}, seed {seed}: peak on the sounding disc in {per_seed[-1][0]:.1%} of {frames} frames "
+            f"with sound, {per_seed[-1][1]:.1%} with silence (the visual cue alone: {per_seed[-1][2]:.1%}; "
+            f"{args.val} unseen videos at {h}×{w})")
+    sound, silence, cue = (np.array(x) for x in zip(*per_seed))
+    if len(seeds) > 1:
+        log(f"{args.score}, {len(seeds)} seeds: with sound {sound.mean():.1%} ± {sound.std(ddof=1):.1%}, with "
+            f"silence {silence.mean():.1%} ± {silence.std(ddof=1):.1%}, visual cue {cue.mean():.1%} "
+            f"(mean ± standard deviation over seeds)")
+    return float(sound.mean()), float(silence.mean())
 
 
 DEV_SEEDS = (200, 201, 202)   # development videos: for choosing between candidates, not for reporting
@@ -358,6 +388,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--copy", default="", metavar="FILE", help="with --select: copy the selected checkpoint here")
     p.add_argument("--score", default="", metavar="FILE",
                    help="score a model file instead of training: the acceptance test's measure on --val videos")
+    p.add_argument("--seeds", default=str(EVAL_SEED), metavar="SEEDS",
+                   help="with --score: the seeds of the unseen videos (99, 200,201,202 or 203-214)")
     p.add_argument("--diagnose", default="", metavar="FILE",
                    help="a model file's SoundNet separability and hits by window on the development seeds")
     p.add_argument("--init", default="", help="start from a state dict saved by --save")

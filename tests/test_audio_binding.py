@@ -83,12 +83,17 @@ def test_score_applies_the_test_rule_to_each_frame_with_and_without_sound(bindin
     sounding disc only when it hears the sound must score 1 and 0."""
     from avrsp.data.synth import SynthConfig, generate_video
 
-    args = binding.parser().parse_args(["--score", "stand-in", "--val", "2", "--generate", "36x64"])
-    cfg = SynthConfig(videos=2, frames=binding.TEST_FRAMES, height=36, width=64, seed=binding.EVAL_SEED)
+    args = binding.parser().parse_args(["--score", "stand-in", "--val", "2", "--generate", "36x64",
+                                        "--seeds", "99-100"])
+    seen = set()
 
     class StandIn:
         def predict_video(self, path, audio=True):
-            video = generate_video(cfg, int(path.stem.split("_")[1]), "relevant")
+            _, i, seed = path.stem.split("_")
+            seed = int(seed.removeprefix("seed"))
+            seen.add(seed)
+            cfg = SynthConfig(videos=2, frames=binding.TEST_FRAMES, height=36, width=64, seed=seed)
+            video = generate_video(cfg, int(i), "relevant")
             assert path.is_file()
             for k in range(cfg.frames):
                 s = video.sounding[k]
@@ -98,8 +103,20 @@ def test_score_applies_the_test_rule_to_each_frame_with_and_without_sound(bindin
                 m[y, x] = 1
                 yield m
 
-    sound, silence = binding.score(args, log=lambda _: None, predictor=StandIn())
+    lines = []
+    sound, silence = binding.score(args, log=lines.append, predictor=StandIn())
     assert sound > 0.9 and silence < 0.1  # not exactly 1 / 0: discs can overlap or sit at the border
+    assert seen == {99, 100} and len(lines) == 3 and "2 seeds" in lines[-1]
+    assert binding.seed_list("200,201,202") == [200, 201, 202] == binding.seed_list("200-202")
+
+
+def test_visual_cue_rate_counts_frames_whose_fastest_disc_sounds(binding):
+    from types import SimpleNamespace
+
+    t = np.arange(5.0)[:, None]
+    positions = np.stack([np.hstack([t * 1, t * 0]), np.hstack([t * 3, t * 0]), np.zeros((5, 2))], 1)  # disc 1 fastest
+    assert binding.visual_cue_rate(SimpleNamespace(positions=positions, sounding=[1] * 5)) == 0.8  # frame 0: no motion
+    assert binding.visual_cue_rate(SimpleNamespace(positions=positions, sounding=[0] * 5)) == 0.2
 
 
 def test_separability_is_high_for_pitch_features_and_chance_for_none(binding):
