@@ -222,7 +222,11 @@ def test_the_inference_graph_folds_every_batchnorm_and_computes_the_same_maps(ov
 
 def test_the_inference_graph_of_a_trained_model_holds_in_bf16():
     """On the built-in (trained) model: fp32 to 1e-4 relative, bf16 at CC ≥ 0.999 against
-    the plain fp32 model, on synthetic clips of both kinds."""
+    the plain fp32 model (mean over frames; no frame below 0.995), on synthetic clips of
+    both kinds. Per frame, the stage-5 weights came within 1e-4 of 0.999 on one frame of
+    the relevant clip on an AVX-512 BF16 CPU (0.99911, mean 0.99988): bf16 kernels round
+    differently from one CPU to the next (AMX, AVX-512 BF16, or none), so the bar is the
+    mean and the floor has room."""
     plain = load_model(default_checkpoint()).eval()
     fast32, fast16 = prepare(plain, "cpu", "fp32"), prepare(plain, "cpu", "bf16")
     for kind, seed in (("relevant", 45), ("music", 46)):
@@ -230,7 +234,7 @@ def test_the_inference_graph_of_a_trained_model_holds_in_bf16():
         ref = _maps(plain, frames, audio, 4)
         np.testing.assert_array_less(np.abs(_maps(fast32, frames, audio, 4) - ref), 1e-4 * np.abs(ref).max() + 1e-12)
         ccs = [np.corrcoef(x.ravel(), y.ravel())[0, 1] for x, y in zip(_maps(fast16, frames, audio, 4), ref)]
-        assert min(ccs) >= 0.999, (kind, min(ccs))
+        assert np.mean(ccs) >= 0.999 and min(ccs) >= 0.995, (kind, np.mean(ccs), min(ccs))
 
 
 @pytest.mark.parametrize("every", [2, 4, 8])
