@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/audio_binding.py [--videos 1000] [--video-frames 16] [--steps 2400]
         [--size 64x96] [--oracle | --pitch-probe] [--init FILE] [--save FILE] [--json FILE] [--model '{"dims": [64, 32, 16, 16]}']
-    .venv/bin/python benchmarks/audio_binding.py --score MODEL.safetensors [--val 5] [--generate 144x256]
+    .venv/bin/python benchmarks/audio_binding.py --score MODEL.safetensors [--val 5] [--generate 144x256] [--seeds 99]
     .venv/bin/python benchmarks/audio_binding.py --diagnose MODEL.safetensors
     .venv/bin/python benchmarks/audio_binding.py --select RUN_DIR --data ROOT [--val-videos 30] [--copy FILE]
 
@@ -19,7 +19,8 @@ colour from the same windows. If even the oracle goes unused, the obstacle is on
 visual side of the fusion, not in learning pitch. At the end a run measures how local
 the fusion tokens are (``cell_locality``): RAVF can only single out the sounding disc's
 cell if that cell's token describes that cell. ``--score`` judges a model file from
-``avrsp train`` by the acceptance test's measure, before the test is run. ``--select``
+``avrsp train`` by the acceptance test's measure, before the test is run (``--seeds``:
+other unseen videos, e.g. 300-307, the bar test's). ``--select``
 picks the checkpoint of a run on its validation videos (``make default-model``).
 ``--diagnose`` says where a model file loses hits (SoundNet's features, or the windows
 where the sounding disc changes), on development seeds 200–202.
