@@ -91,7 +91,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
           f"background music{silent}), {cfg.frames} frames at {cfg.height}×{cfg.width}, {cfg.fps:g} fps")
     print(f"  STAViS layout: {root / 'stavis'} (database {meta['db']}, fold lists 1–3)")
     print(f"  DHF1K layout:  {root / 'dhf1k'} (train/, val/)")
-    print(f"  videos:        {root / 'videos'} (.mp4 with sound); metadata: {root / 'synth.json'}")
+    print(f"  videos:        {root / 'videos'} (.mp4{', with sound unless silent' if silent else ' with sound'}); "
+          f"metadata: {root / 'synth.json'}")
     return 0
 
 

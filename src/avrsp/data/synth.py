@@ -2,7 +2,7 @@
 
 Each video shows several discs of one size and shape on a textured background, moving
 and bouncing; only their colours differ, and each colour has its own sound (a tone at a
-fixed pitch per colour, the same in every video). Two kinds of video:
+fixed pitch per colour, the same in every video). Two kinds of video, and a third on request:
 
 * ``relevant``: one disc sounds at a time and the sounding disc changes every second or
   two. Simulated viewers look mostly at the sounding disc. Nothing in the pixels says
