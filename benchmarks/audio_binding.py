@@ -4,6 +4,7 @@
         [--size 64x96] [--oracle | --pitch-probe] [--init FILE] [--save FILE] [--json FILE] [--model '{"dims": [64, 32, 16, 16]}']
     .venv/bin/python benchmarks/audio_binding.py --score MODEL.safetensors [--val 5] [--generate 144x256] [--seeds 99]
     .venv/bin/python benchmarks/audio_binding.py --diagnose MODEL.safetensors
+    .venv/bin/python benchmarks/audio_binding.py --claims MODEL.safetensors [--val 12] [--seeds 400]
     .venv/bin/python benchmarks/audio_binding.py --select RUN_DIR --data ROOT [--val-videos 30] [--copy FILE]
 
 Trains an ``avrsp_tiny``-shaped network on relevant-audio videos from ``avrsp synth``'s
@@ -23,7 +24,8 @@ cell if that cell's token describes that cell. ``--score`` judges a model file f
 other unseen videos, e.g. 300-307, the bar test's). ``--select``
 picks the checkpoint of a run on its validation videos (``make default-model``).
 ``--diagnose`` says where a model file loses hits (SoundNet's features, or the windows
-where the sounding disc changes), on development seeds 200–202.
+where the sounding disc changes), on development seeds 200–202. ``--claims`` scores a
+model file by the ablation study's measures (docs/results.md).
 docs/default_model.md records what each run gave.
 """
 
@@ -205,6 +207,41 @@ def score(args: argparse.Namespace, log=print, predictor=None) -> tuple[float, f
             f"silence {silence.mean():.1%} ± {silence.std(ddof=1):.1%}, visual cue {cue.mean():.1%} "
             f"(mean ± standard deviation over seeds)")
     return float(sound.mean()), float(silence.mean())
+
+
+def claims(args: argparse.Namespace, log=print) -> dict:
+    """``--claims FILE``: the ablation study's measures (:func:`avrsp.ablate.evaluate_run`)
+    for any audio model file, on ``--val`` unseen videos of each kind (seed: the first of
+    ``--seeds``; 40 frames at ``--generate``): relevant CC with the sound and with
+    silence, music maps with the music against with silence and another video's music,
+    and how well Ret_A and Ret_V separate the kinds (ROC AUC)."""
+    from avrsp.ablate import StudyConfig, evaluate_run
+    from avrsp.data.synth import DB_NAME, write_dataset
+    from avrsp.evaluate import plan
+
+    h, w = map(int, args.generate.split("x"))
+    cfg = SynthConfig(videos=2 * args.val, frames=TEST_FRAMES, height=h, width=w, relevant_fraction=0.5,
+                      seed=seed_list(args.seeds)[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        write_dataset(data, cfg)
+        items = sorted((i for fold in "123" for i in plan(data / "stavis", DB_NAME, fold, [None])),
+                       key=lambda i: i.video.name)  # every video is one fold's test video
+        r = evaluate_run(Path(args.claims), StudyConfig(height=h, width=w, device="cpu"), data, items)
+    if "silence" not in r["scores"]:
+        raise SystemExit(f"{args.claims}: a model without audio; the claims are about the sound")
+    sound, silence = r["scores"]["sound"], r["scores"]["silence"]
+    out = {"videos": len(items), "seed": cfg.seed, "relevant_cc_sound": sound["relevant"]["cc"],
+           "relevant_cc_silence": silence["relevant"]["cc"],
+           "gain": sound["relevant"]["cc"] - silence["relevant"]["cc"], "hits": r["hits"],
+           "music_cc_sound": sound["music"]["cc"], "music_cc_silence": silence["music"]["cc"],
+           "music_agreement": r["music_agreement"], "ret_a_auc": r.get("ret_a_auc"), "ret_v_auc": r.get("ret_v_auc"),
+           "ret": r.get("ret", [])}
+    log(f"{args.claims} on {len(items)} unseen videos (seed {cfg.seed}): relevant CC {out['relevant_cc_sound']:.3f} "
+        f"with the sound, {out['relevant_cc_silence']:.3f} with silence (gain {out['gain']:.3f}); music maps "
+        f"with the music against silence CC {r['music_agreement']['silence']:.3f}, against other music "
+        f"{r['music_agreement']['other']:.3f}; Ret_A AUC {out['ret_a_auc']:.2f}, Ret_V AUC {out['ret_v_auc']:.2f}")
+    return out
 
 
 DEV_SEEDS = (200, 201, 202)   # development videos: for choosing between candidates, not for reporting
@@ -390,7 +427,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--score", default="", metavar="FILE",
                    help="score a model file instead of training: the acceptance test's measure on --val videos")
     p.add_argument("--seeds", default=str(EVAL_SEED), metavar="SEEDS",
-                   help="with --score: the seeds of the unseen videos (99, 200,201,202 or 203-214)")
+                   help="with --score: the seeds of the unseen videos (99, 200,201,202 or 203-214); with "
+                        "--claims: the first is the seed")
+    p.add_argument("--claims", default="", metavar="FILE",
+                   help="the ablation study's measures for a model file, on --val unseen videos of each kind")
     p.add_argument("--diagnose", default="", metavar="FILE",
                    help="a model file's SoundNet separability and hits by window on the development seeds")
     p.add_argument("--init", default="", help="start from a state dict saved by --save")
@@ -409,6 +449,8 @@ if __name__ == "__main__":
         diagnose(arguments)
     elif arguments.score:
         score(arguments)
+    elif arguments.claims:
+        claims(arguments)
     elif arguments.pitch_probe:
         pitch_probe(arguments)
     else:

@@ -168,3 +168,23 @@ def test_hits_by_window_splits_frames_by_their_window(binding):
     one_sound = hits[(True, True)]
     assert one_sound[0] / one_sound[1] > 0.9  # not exactly 1: discs can overlap or sit at the border
     assert max(hits[key][0] / hits[key][1] for key in [(False, True), (True, False), (False, False)]) < 0.1
+
+
+def test_claims_scores_a_model_file_by_the_study_measures(binding, tmp_path):
+    """``--claims``: every unseen video of both kinds goes through the study's scoring;
+    the gain is the CC with the sound minus with silence; a model without audio is refused."""
+    import avrsp
+    from avrsp.checkpoint import save_model
+
+    save_model(tmp_path / "av.safetensors", avrsp.create_model("avrsp_tiny", height=64, width=96))
+    args = binding.parser().parse_args(["--claims", str(tmp_path / "av.safetensors"), "--val", "2",
+                                        "--generate", "64x96", "--seeds", "7"])
+    out = binding.claims(args, log=lambda _: None)
+    assert out["videos"] == 4 and out["seed"] == 7 and len(out["ret"]) == 4
+    assert {r["kind"] for r in out["ret"]} == {"relevant", "music"}
+    assert out["gain"] == out["relevant_cc_sound"] - out["relevant_cc_silence"]
+    assert all(-1 <= v <= 1 for v in out["music_agreement"].values()) and 0 <= out["ret_a_auc"] <= 1
+    save_model(tmp_path / "v.safetensors", avrsp.create_model("avrsp_tiny", height=64, width=96, audio=False))
+    args.claims = str(tmp_path / "v.safetensors")
+    with pytest.raises(SystemExit, match="without audio"):
+        binding.claims(args, log=lambda _: None)
