@@ -45,7 +45,7 @@ from torch import nn
 
 import avrsp
 from avrsp.data.datasets import resize_map, to_model_frames
-from avrsp.data.synth import PALETTE, SynthConfig, _write_mp4, generate_video
+from avrsp.data.synth import PALETTE, SynthConfig, _write_mp4, disc_speeds, generate_video
 from avrsp.loss import SaliencyLoss
 from avrsp.media import SOUNDNET_RATE, MediaWarning, clip_audio, frame_span
 from avrsp.predict import Predictor
@@ -146,14 +146,14 @@ def pitch_probe(args: argparse.Namespace, log=print) -> float:
     return accuracy
 
 
-def _predicted(predictor, cfg: SynthConfig, stem: str):
+def _predicted(predictor, cfg: SynthConfig):
     """``(video, sound, maps)`` for each relevant video of ``cfg``, written to MP4 as
-    ``stem`` (formatted with ``seed`` and ``i``) and predicted by ``predictor`` as ``avrsp
-    predict`` does, with its sound and with silence."""
+    ``unseen_<i>_seed<seed>`` and predicted by ``predictor`` as ``avrsp predict`` does,
+    with its sound and with silence."""
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(cfg.videos):
             video = generate_video(cfg, i, "relevant")
-            path = Path(tmp) / f"{stem.format(seed=cfg.seed, i=i)}.mp4"
+            path = Path(tmp) / f"unseen_{i}_seed{cfg.seed}.mp4"
             _write_mp4(path, video, cfg)
             for sound in (True, False):
                 with warnings.catch_warnings():
@@ -174,8 +174,7 @@ def visual_cue_rate(video) -> float:
     """The share of ``video``'s frames whose fastest disc is the sounding one: how often a
     model that, without the sound, follows the viewers' visual rule (faster discs draw
     more gaze) lands on the sounding disc."""
-    p = video.positions
-    speed = np.linalg.norm(np.diff(p, axis=0, prepend=p[:1]), axis=2)
+    speed = disc_speeds(video.positions)
     return float(np.mean([speed[k].argmax() == s for k, s in enumerate(video.sounding)]))
 
 
@@ -193,7 +192,7 @@ def score(args: argparse.Namespace, log=print, predictor=None) -> tuple[float, f
     for seed in seeds:
         cfg = SynthConfig(videos=args.val, frames=TEST_FRAMES, height=h, width=w, seed=seed)
         hits, cue = {True: 0, False: 0}, []
-        for video, sound, maps in _predicted(predictor, cfg, "unseen_{i}_seed{seed}"):
+        for video, sound, maps in _predicted(predictor, cfg):
             hits[sound] += sum(video.peak_on_sounding_disc(k, m) for k, m in enumerate(maps))
             cue += [visual_cue_rate(video)] if sound else []
         frames = args.val * cfg.frames
@@ -216,9 +215,12 @@ def claims(args: argparse.Namespace, log=print) -> dict:
     silence, music maps with the music against with silence and another video's music,
     and how well Ret_A and Ret_V separate the kinds (ROC AUC)."""
     from avrsp.ablate import StudyConfig, evaluate_run
+    from avrsp.checkpoint import read_metadata
     from avrsp.data.synth import DB_NAME, write_dataset
     from avrsp.evaluate import plan
 
+    if not read_metadata(args.claims)["config"]["audio"]:
+        raise SystemExit(f"{args.claims}: a model without audio; the claims are about the sound")
     h, w = map(int, args.generate.split("x"))
     cfg = SynthConfig(videos=2 * args.val, frames=TEST_FRAMES, height=h, width=w, relevant_fraction=0.5,
                       seed=seed_list(args.seeds)[0])
@@ -228,8 +230,6 @@ def claims(args: argparse.Namespace, log=print) -> dict:
         items = sorted((i for fold in "123" for i in plan(data / "stavis", DB_NAME, fold, [None])),
                        key=lambda i: i.video.name)  # every video is one fold's test video
         r = evaluate_run(Path(args.claims), StudyConfig(height=h, width=w, device="cpu"), data, items)
-    if "silence" not in r["scores"]:
-        raise SystemExit(f"{args.claims}: a model without audio; the claims are about the sound")
     sound, silence = r["scores"]["sound"], r["scores"]["silence"]
     out = {"videos": len(items), "seed": cfg.seed, "relevant_cc_sound": sound["relevant"]["cc"],
            "relevant_cc_silence": silence["relevant"]["cc"],
@@ -282,7 +282,7 @@ def hits_by_window(predictor, seeds=DEV_SEEDS, videos: int = 6, generate: tuple[
     out = {(one, sound): [0, 0] for one in (True, False) for sound in (True, False)}
     for seed in seeds:
         cfg = SynthConfig(videos=videos, frames=TEST_FRAMES, height=generate[0], width=generate[1], seed=seed)
-        for video, sound, maps in _predicted(predictor, cfg, "unseen_{seed}_{i}"):
+        for video, sound, maps in _predicted(predictor, cfg):
             for k, m in enumerate(maps):
                 one = len(set(video.sounding[max(0, k - T + 1):k + 1])) == 1
                 out[(one, sound)][0] += video.peak_on_sounding_disc(k, m)

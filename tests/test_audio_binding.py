@@ -149,8 +149,9 @@ def test_hits_by_window_splits_frames_by_their_window(binding):
             frames = T
 
         def predict_video(self, path, audio=True):
-            _, seed, i = path.stem.split("_")
-            cfg = SynthConfig(videos=videos, frames=binding.TEST_FRAMES, height=36, width=64, seed=int(seed))
+            _, i, seed = path.stem.split("_")  # unseen_<i>_seed<seed>
+            cfg = SynthConfig(videos=videos, frames=binding.TEST_FRAMES, height=36, width=64,
+                              seed=int(seed.removeprefix("seed")))
             video = generate_video(cfg, int(i), "relevant")
             for k in range(cfg.frames):
                 s = video.sounding[k]

@@ -194,11 +194,17 @@ def _render_audio(rng: np.random.Generator, cfg: SynthConfig, kind: str, colours
     return np.clip(audio, -1, 1).astype(np.float32)
 
 
+def disc_speeds(positions: np.ndarray) -> np.ndarray:
+    """F×K: how far each disc moved since the previous frame (plus 1e-3, so that every
+    disc keeps a chance), the speeds the simulated viewers' visual rule weighs discs by."""
+    return np.linalg.norm(np.diff(positions, axis=0, prepend=positions[:1]), axis=2) + 1e-3
+
+
 def _fixations(rng: np.random.Generator, cfg: SynthConfig, kind: str, positions: np.ndarray, radius: float,
                sounding: list[int | None]) -> np.ndarray:
     f, k = positions.shape[:2]
     h, w = cfg.height, cfg.width
-    speed = np.linalg.norm(np.diff(positions, axis=0, prepend=positions[:1]), axis=2) + 1e-3  # F×K
+    speed = disc_speeds(positions)
     targets = np.full(cfg.viewers, -2)  # -1: centre-biased free viewing, ≥0: a disc
     fix = np.zeros((f, h, w), bool)
 
@@ -236,7 +242,7 @@ def _continuous(fix: np.ndarray, sigma: float) -> np.ndarray:
 def generate_video(cfg: SynthConfig, index: int, kind: str) -> SynthVideo:
     """Generate video ``index`` (its own random stream, so videos do not depend on each other).
     A ``silent`` video is the ``music`` video of the same index without its sound."""
-    silent, kind_drawn = kind == "silent", "music" if kind == "silent" else kind
+    kind_drawn = "music" if kind == "silent" else kind
     rng = np.random.default_rng([cfg.seed, index])
     h, w = cfg.height, cfg.width
     radius = 0.09 * min(h, w)
@@ -255,7 +261,7 @@ def generate_video(cfg: SynthConfig, index: int, kind: str) -> SynthVideo:
         frames[t] = np.round(img * 255).astype(np.uint8)
     fix = _fixations(rng, cfg, kind_drawn, positions, radius, sounding)
     maps = _continuous(fix, sigma=0.035 * w)
-    audio = None if silent else _render_audio(rng, cfg, kind, colours, sounding)
+    audio = None if kind == "silent" else _render_audio(rng, cfg, kind, colours, sounding)
     return SynthVideo(f"synth_{index:03d}_{kind}", kind, colours, positions, radius, sounding, frames, fix,
                       maps, audio)
 
