@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+import avrsp
 from avrsp.checkpoint import load_model
 from avrsp.config import ConfigError
 from avrsp.data.synth import SynthConfig, generate_video
 from avrsp.inference import (Background, native_bf16, predict_frames, prefetch, prepare, resolve_device,
                              resolve_precision, uses_channels_last)
-from avrsp.media import resize_rgb
+from avrsp.media import resize_map, resize_rgb
+from avrsp.models import FUSIONS
 from avrsp.predict import Predictor, default_checkpoint
+from helpers import tiny_inputs
 
 
 def _clips(kind: str, seed: int, frames: int = 20):
@@ -235,6 +238,40 @@ def test_the_inference_graph_of_a_trained_model_holds_in_bf16():
         np.testing.assert_array_less(np.abs(_maps(fast32, frames, audio, 4) - ref), 1e-4 * np.abs(ref).max() + 1e-12)
         ccs = [np.corrcoef(x.ravel(), y.ravel())[0, 1] for x, y in zip(_maps(fast16, frames, audio, 4), ref)]
         assert np.mean(ccs) >= 0.999 and min(ccs) >= 0.995, (kind, np.mean(ccs), min(ccs))
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_the_cpu_inference_graph_stays_channels_last_between_operators(fusion):
+    """Every 3-D convolution of the prepared CPU graph gets a channels-last input: an
+    operator that hands the next one the default layout makes each convolution after
+    it convert its input (issue 19: 'remove layout conversions between operators').
+    Batch 2: at batch 1 and small sizes oneDNN itself returns the default layout from
+    some of S3D's convolutions; the fusion's own batch-1 layout is tested in
+    test_models."""
+    model = prepare(avrsp.create_model("avrsp_tiny", fusion=fusion), "cpu", "fp32")
+    seen = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv3d):
+            module.register_forward_pre_hook(lambda m, args, name=name: seen.append(
+                (name, args[0].is_contiguous(memory_format=torch.channels_last_3d))))
+    clip, audio = tiny_inputs(model.config, batch=2)
+    with torch.no_grad():
+        model(clip.contiguous(memory_format=torch.channels_last_3d), audio)
+    assert len(seen) > 100 and [name for name, ok in seen if not ok] == []
+
+
+def test_maps_asked_at_another_size_are_the_resized_maps_in_both_protocols():
+    """``size``: the exact protocol resizes each map; the preview resizes the maps it
+    computes and interpolates at that size, the same maps since both steps are linear."""
+    model = prepare(load_model(default_checkpoint()), "cpu", "fp32")
+    frames, audio = _clips("relevant", 48, frames=23)
+    for every in (1, 4):
+        small = list(predict_frames(model, frames, len(frames), 15.0, audio, batch=4, every=every))
+        large = list(predict_frames(model, frames, len(frames), 15.0, audio, batch=4, every=every, size=(72, 128)))
+        assert [k for k, _ in large] == [k for k, _ in small] == list(range(23))
+        for (_, a), (_, b) in zip(small, large):
+            assert b.shape == (72, 128)
+            np.testing.assert_allclose(b, resize_map(a, (72, 128)), atol=1e-5)
 
 
 @pytest.mark.parametrize("every", [2, 4, 8])

@@ -5,7 +5,7 @@ import av
 import numpy as np
 import pytest
 
-from avrsp.media import (MediaError, MediaWarning, clip_audio, frame_span, iter_frames, probe, read_audio)
+from avrsp.media import (MediaError, MediaWarning, clip_audio, frame_span, iter_frames, probe, read_audio, resize_rgb)
 
 
 def write_video(path, frames, fps=25, codec="libx264", pix_fmt="yuv420p", audio=None, audio_rate=44100,
@@ -73,6 +73,23 @@ def test_resize_and_odd_sizes(tmp_path):
     assert rgb.shape == (32, 64, 3)
     assert rgb[:, :28].mean() > 150 and rgb[:, 36:].mean() < 50
     assert probe(path).width == 127 and probe(path).height == 71
+
+
+def test_a_kept_swscale_context_gives_every_frame_what_a_fresh_one_gives(tmp_path):
+    """The converter is kept per thread and reused: interleaving sizes and sources, one
+    call after another, must still give each frame its own size and pixels."""
+    rng = np.random.default_rng(0)
+    path = write_video(tmp_path / "v.mp4", [rng.integers(0, 256, (48, 64, 3), np.uint8) for _ in range(5)])
+    with av.open(str(path)) as c:
+        fresh = [(f.to_ndarray(format="rgb24"),
+                  f.reformat(width=40, height=24, format="rgb24", interpolation="AREA").to_ndarray())
+                 for f in c.decode(video=0)]
+    for (full, small), (got_small, _), (got_full, _) in zip(fresh, iter_frames(path, size=(24, 40)),
+                                                            iter_frames(path), strict=True):
+        assert np.array_equal(got_small, small) and np.array_equal(got_full, full)
+        expected = av.VideoFrame.from_ndarray(full, format="rgb24").reformat(
+            width=20, height=12, format="rgb24", interpolation="AREA").to_ndarray()
+        assert np.array_equal(resize_rgb(full, (12, 20)), expected)
 
 
 def test_rotation_metadata_is_applied(tmp_path):

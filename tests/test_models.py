@@ -7,6 +7,7 @@ import torch.nn.functional as F
 import avrsp
 from avrsp.models import FUSIONS, PAIR_LEVELS, to_channels_last_3d
 from avrsp.models.fusion import RelevanceAwareCrossAttention
+from avrsp.models.neck import memory_format, resize_to
 from avrsp.models.s3d import S3DBackbone
 from avrsp.models.soundnet import SoundNet8
 
@@ -169,6 +170,20 @@ def test_any_size_divisible_by_32(tiny_cfg):
         assert model(clip16[:, :, :5], torch.randn(1, 1, tiny_cfg.audio_samples)).shape == (1, 64, 64)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("size", [(3, 14, 12), (3, 15, 13), (6, 14, 12)])
+def test_resize_to_upsamples_as_trilinear_interpolation_in_the_input_layout(layout, dtype, size):
+    """Where T stays, resize_to upsamples frame by frame (bilinear on a 4-D view): the
+    trilinear values, and the input's memory layout kept."""
+    x = torch.randn(2, 5, 3, 7, 6).to(dtype).contiguous(memory_format=layout)
+    got = resize_to(x, torch.empty(2, 5, *size))
+    ref = F.interpolate(x.float(), size=size, mode="trilinear", align_corners=False)
+    tol = {"atol": 1e-6, "rtol": 1e-6} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 1e-2}
+    torch.testing.assert_close(got.float(), ref, **tol)
+    assert got.dtype == dtype and memory_format(got) == layout
+
+
 def test_every_module_runs_in_bf16_channels_last(tiny_cfg):
     # Whole-model bf16-vs-fp32 agreement is a property of trained weights: an untrained
     # network amplifies any perturbation (0.4 % fp32 input noise alone drops S3D block 4
@@ -185,6 +200,25 @@ def test_every_module_runs_in_bf16_channels_last(tiny_cfg):
             out = model(clip.bfloat16().contiguous(memory_format=torch.channels_last_3d), audio.bfloat16())
         assert out.dtype == torch.bfloat16 and torch.isfinite(out).all(), fusion
         assert {n for n, d in dtypes.items() if d != torch.bfloat16} == set(), fusion
+
+
+@pytest.mark.parametrize("fusion", [f for f in FUSIONS if f != "concat"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
+def test_fusion_returns_its_input_layout_with_that_layouts_own_strides(fusion, layout):
+    """Batch 1, where a reshape would give the size-1 batch an odd stride and trilinear
+    upsampling, reading the layout from the strides, would then return the default
+    layout to every convolution after it. (concat ends in a convolution, whose output
+    layout at batch 1 is oneDNN's choice.)"""
+    from avrsp.models.fusion import build_fusion
+
+    module = build_fusion(fusion, 32, 4, 1, 2, "none", 0.0).eval()
+    if layout == torch.channels_last_3d:
+        to_channels_last_3d(module)  # as prepare stores the weights for the CPU
+    x0 = torch.randn(1, 32, 2, 3, 4).contiguous(memory_format=layout)
+    with torch.no_grad():
+        out = module(x0, torch.randn(1, 3, 32))[0]
+    assert out.stride() == torch.empty(out.shape, memory_format=layout).stride()
+    assert memory_format(F.interpolate(out, size=(4, 6, 8), mode="trilinear")) == memory_format(x0)
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)

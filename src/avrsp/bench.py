@@ -283,7 +283,8 @@ def output_costs(predictor, path: Path) -> dict[str, float]:
         return result
 
     def encode(folder: str) -> None:
-        w = OverlayWriter(Path(folder) / "o.mp4", path, fps, frames[0].shape[1], frames[0].shape[0])
+        w = OverlayWriter(Path(folder) / "o.mp4", path, fps, frames[0].shape[1], frames[0].shape[0],
+                          threads=1 if predictor.device == "cpu" else 0)
         for h in heat:
             w.add(h)
         w.close()

@@ -15,6 +15,7 @@ import torch
 
 from .config import ConfigError
 from .data.datasets import FrameSource
+from .media import resize_map
 from .models import AVRSP, to_channels_last_3d
 from .windows import Window, window, windows  # noqa: F401 - re-exported: the protocol's windows
 
@@ -262,12 +263,16 @@ def uses_channels_last(model: torch.nn.Module) -> bool:
 
 @torch.no_grad()
 def predict_frames(model: AVRSP, frames: FrameSource | Iterable[np.ndarray], n: int | None, fps: float,
-                   audio: np.ndarray | None, *, batch: int = 1, every: int = 1) -> Iterator[tuple[int, np.ndarray]]:
-    """``(k, map)`` for every frame k in order, each map float32 at the model's H×W, in (0, 1).
+                   audio: np.ndarray | None, *, batch: int = 1, every: int = 1,
+                   size: tuple[int, int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """``(k, map)`` for every frame k in order, each map float32 in (0, 1) at the model's
+    H×W, or resized to ``size`` = (height, width) (bilinear, :func:`avrsp.media.resize_map`).
 
     ``every`` = K > 1 is the preview mode: the model runs on the windows of every K-th
     frame and of the last one, and the maps between are interpolated linearly
     (:func:`interpolate_between`). The exact protocol (K = 1) is what ``evaluate`` uses.
+    Both resizing and interpolating are linear, so the preview resizes only the maps it
+    computes and interpolates at ``size``.
 
     ``frames`` is a FrameSource (read at the model's size) or an iterable of RGB frames
     already at the model's size, or of (frame, timestamp) pairs, whose timestamps then
@@ -281,6 +286,8 @@ def predict_frames(model: AVRSP, frames: FrameSource | Iterable[np.ndarray], n: 
     if every < 1:
         raise ValueError(f"every must be ≥ 1, got {every}")
     computed = _computed(model, frames, n, fps, audio, batch, every)
+    if size is not None:
+        computed = ((k, resize_map(m, size)) for k, m in computed)
     yield from (interpolate_between(computed) if every > 1 else computed)
 
 

@@ -7,6 +7,7 @@ cause; recoverable oddities (no audio track) are a :class:`MediaWarning`.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Iterator
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
+from PIL import Image
 
 SOUNDNET_RATE = 22050
 SOUNDNET_SCALE = 256.0  # SoundNet's input range is [-256, 256] (docs/data.md)
@@ -92,10 +95,31 @@ def write_map_png(path: str | Path, saliency: np.ndarray) -> None:
     default level 6 in a seventh of the time (0.24 against 1.6 ms at 144×256), and
     ``predict`` writes one a frame on the cores the model uses (docs/performance.md).
     """
-    from PIL import Image
-
     Image.fromarray(np.round(np.clip(saliency, 0, 1) * 255).astype(np.uint8)).save(path, format="PNG",
                                                                                      compress_level=1)
+
+
+_swscale = threading.local()
+
+
+def _reformatter() -> VideoReformatter:
+    """This thread's swscale converter. ``VideoFrame.reformat`` sets up a new swscale
+    context (its filters included) for every frame; one kept per thread is reused while
+    sizes and formats stay the same, which at 144×256 makes the area resize to the
+    model's size 3× cheaper (docs/performance.md). Not shared between threads: a swscale
+    context is not thread-safe."""
+    if not hasattr(_swscale, "reformatter"):
+        _swscale.reformatter = VideoReformatter()
+    return _swscale.reformatter
+
+
+def _rgb(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> np.ndarray:
+    """``frame`` as RGB uint8, resized to ``size`` = (height, width) with swscale's area
+    filter when given."""
+    if size is None:
+        return _reformatter().reformat(frame, format="rgb24").to_ndarray()
+    return _reformatter().reformat(frame, width=size[1], height=size[0], format="rgb24",
+                                   interpolation="AREA").to_ndarray()
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -104,8 +128,16 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     video files reach the model alike."""
     if rgb.shape[:2] == tuple(size):
         return rgb
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-    return frame.reformat(width=size[1], height=size[0], format="rgb24", interpolation="AREA").to_ndarray()
+    return _rgb(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24"), size)
+
+
+def resize_map(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a float map to (height, width), float32; PIL widens the filter
+    when shrinking, so it antialiases."""
+    if m.shape == tuple(size):
+        return m.astype(np.float32, copy=False)
+    im = Image.fromarray(m.astype(np.float32, copy=False), mode="F")
+    return np.array(im.resize((size[1], size[0]), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def _display(img: np.ndarray, rotation: int) -> np.ndarray:
@@ -130,11 +162,7 @@ def iter_frames(path: str | Path, size: tuple[int, int] | None = None) -> Iterat
         try:
             for frame in c.decode(stream):
                 rotation = int(round(frame.rotation or 0)) % 360
-                if size is None:
-                    rgb = frame.to_ndarray(format="rgb24")
-                else:
-                    h, w = size if rotation in (0, 180) else size[::-1]
-                    rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
+                rgb = _rgb(frame, size if size is None or rotation in (0, 180) else size[::-1])
                 t = float(frame.time) if frame.time is not None else n / float(stream.average_rate or 25)
                 start = t if start is None else start
                 n += 1

@@ -25,8 +25,8 @@ from PIL import Image
 from .checkpoint import load_model
 from .inference import (Background, default_batch, model_inputs, predict_frames, predict_frames_with_relevance,
                         prefetch, prepare, resolve_device, resolve_precision)
-from .media import (SOUNDNET_RATE, MediaError, MediaWarning, clip_audio, iter_frames, probe, read_audio, resize_rgb,
-                    write_map_png)
+from .media import (SOUNDNET_RATE, MediaError, MediaWarning, clip_audio, iter_frames, probe, read_audio,  # noqa: F401
+                    resize_map, resize_rgb, write_map_png)   # resize_map: also imported from here
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 
@@ -48,13 +48,6 @@ def built_in_notice() -> str:
 def demo_video() -> Path:
     """A short clip made by ``avrsp synth``, shipped for the README's first command."""
     return Path(str(resources.files("avrsp") / "assets" / "demo.mp4"))
-
-
-def resize_map(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a float map to (height, width)."""
-    if m.shape == tuple(size):
-        return m
-    return np.asarray(Image.fromarray(m.astype(np.float32), "F").resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
 class Predictor:
@@ -135,8 +128,9 @@ class Predictor:
                                                                     batch=self.batch):
                 yield resize_map(m, shape), ret_a, ret_v
         else:
-            for _, m in predict_frames(self.model, frames, None, fps, sound, batch=self.batch, every=self.every):
-                yield resize_map(m, shape), None, None
+            for _, m in predict_frames(self.model, frames, None, fps, sound, batch=self.batch, every=self.every,
+                                       size=shape):
+                yield m, None, None
 
 
 # ------------------------------------------------------------------ outputs
@@ -301,9 +295,14 @@ class OverlayWriter:
     Written to a hidden temporary file and renamed on :meth:`close`; :meth:`abort`
     removes it. When the sound cannot be written, the video is written without it and
     one ``MediaWarning`` says why.
+
+    ``threads``: x264's threads, 0 to let it choose (about 1.5 per core). ``predict``
+    on the CPU passes 1: the model keeps every core busy already, so more encoder
+    threads add only their own coordination (0.64 against 0.30 CPU ms a frame at
+    144×256, docs/performance.md).
     """
 
-    def __init__(self, path: Path, source: Path | None, fps: float, width: int, height: int):
+    def __init__(self, path: Path, source: Path | None, fps: float, width: int, height: int, *, threads: int = 0):
         self.path, self.tmp = path, path.with_name(f".{path.name}.tmp.mp4")
         self.source = source
         self.src = av.open(str(source)) if source is not None else None  # None: no sound
@@ -320,6 +319,7 @@ class OverlayWriter:
         self.video.width, self.video.height = width + width % 2, height + height % 2
         self.video.pix_fmt = "yuv420p"
         self.video.options = {"crf": "20", "preset": "veryfast"}
+        self.video.codec_context.thread_count = threads
         self.audio = self.sound.add_to(self.out) if self.sound is not None else None
 
     def _no_sound(self, cause: str) -> None:
@@ -416,11 +416,13 @@ def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool
     n = 0
     try:
         width = info.width * (2 if side_by_side else 1)
+        threads = 1 if predictor.device == "cpu" else 0
         if overlay_video:
-            writer = OverlayWriter(work / f"{video.stem}_saliency.mp4", video, info.fps, width, info.height)
+            writer = OverlayWriter(work / f"{video.stem}_saliency.mp4", video, info.fps, width, info.height,
+                                   threads=threads)
             writers.append(writer)
         if display_video:
-            shown = OverlayWriter(work / "video.mp4", video, info.fps, info.width, info.height)
+            shown = OverlayWriter(work / "video.mp4", video, info.fps, info.width, info.height, threads=threads)
             writers.append(shown)
         archive = _NpzStream(work / "maps.npz") if npz else None
         originals = prefetch((rgb for rgb, _ in iter_frames(video)), 4) if (writers or frames) else None

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..media import SOUNDNET_RATE, MediaError, iter_frames, read_audio, resize_rgb
+from ..media import SOUNDNET_RATE, MediaError, iter_frames, read_audio, resize_map, resize_rgb
 
 STAVIS_DATABASES = ("AVAD", "Coutrot_db1", "Coutrot_db2", "DIEM", "ETMD_av", "SumMe")
 DHF1K_SPLITS = {"train": range(1, 601), "val": range(601, 701), "test": range(701, 1001)}
@@ -424,15 +424,6 @@ def dhf1k_videos(root: str | Path, split: str, fps: float = 30.0) -> list[Annota
 
 
 # ------------------------------------------------------------------ training samples
-
-def resize_map(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a float map to (height, width); PIL widens the filter when
-    shrinking, so it antialiases."""
-    if m.shape == tuple(size):
-        return m.astype(np.float32, copy=False)
-    im = Image.fromarray(m.astype(np.float32), mode="F")
-    return np.array(im.resize((size[1], size[0]), Image.Resampling.BILINEAR), dtype=np.float32)
-
 
 def resize_fixations(fix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Move each fixation to the pixel that contains it at the new size (none is lost;

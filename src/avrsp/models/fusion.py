@@ -15,6 +15,8 @@ import math
 import torch
 from torch import nn
 
+from .neck import memory_format, spread_like
+
 FUSIONS = ("ravf", "add", "mul", "concat", "bilinear", "mbt")
 
 
@@ -23,7 +25,13 @@ def _tokens(x: torch.Tensor) -> torch.Tensor:
 
 
 def _untokens(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return t.transpose(1, 2).reshape(like.shape)
+    """B×N×C → ``like``'s B×C×T×H×W in ``like``'s memory layout (for channels-last, the
+    tokens' own memory). Viewed through B×T×H×W×C so that every stride is the layout's
+    own, batch 1 included: a reshape leaves a size-1 batch an odd stride, and operators
+    that read the layout from strides (trilinear upsampling) then fall back to the
+    default layout, and every convolution after them converts back."""
+    b, c, t_, h, w = like.shape
+    return t.reshape(b, t_, h, w, c).permute(0, 4, 1, 2, 3).contiguous(memory_format=memory_format(like))
 
 
 class RelevanceAwareCrossAttention(nn.Module):
@@ -151,7 +159,7 @@ class ConcatFusion(nn.Module):
                                   nn.ReLU(inplace=True))
 
     def forward(self, x0, a, return_relevance=False):
-        av = a.mean(1)[:, :, None, None, None].expand_as(x0)
+        av = spread_like(a.mean(1)[:, :, None, None, None], x0)
         return self.fuse(torch.cat([x0, av], 1)), None
 
 
