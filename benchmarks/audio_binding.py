@@ -44,10 +44,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 import avrsp
-from avrsp.data.datasets import resize_map, to_model_frames
+from avrsp.data.datasets import to_model_frames
 from avrsp.data.synth import PALETTE, SynthConfig, _write_mp4, disc_speeds, generate_video
 from avrsp.loss import SaliencyLoss
-from avrsp.media import SOUNDNET_RATE, MediaWarning, clip_audio, frame_span
+from avrsp.media import SOUNDNET_RATE, MediaWarning, clip_audio, frame_span, resize_map
 from avrsp.predict import Predictor
 
 EVAL_SEED = 99       # tests/test_predict.py's unseen videos

@@ -289,7 +289,7 @@ def evaluate_run(checkpoint: Path, study: StudyConfig, data: Path, items: list |
     from .data.synth import peak_on_sounding_disc
     from .evaluate import aggregate, score_video, video_kinds
     from .inference import predict_frames_with_relevance, prepare
-    from .predict import resize_map
+    from .media import resize_map
 
     model = prepare(load_model(checkpoint), study.device, "fp32")
     items = test_videos(study, data) if items is None else items

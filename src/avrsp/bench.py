@@ -265,8 +265,8 @@ def output_costs(predictor, path: Path) -> dict[str, float]:
     ``path``; and the model's own CPU and wall milliseconds per frame on frames already
     decoded. What the parts add up to, against the CPU time the model leaves its cores
     idle, is what the end-to-end ratio can reach on a machine whose cores the model uses."""
-    from avrsp.media import iter_frames, probe, read_audio, write_map_png
-    from avrsp.predict import OverlayWriter, overlay, resize_map
+    from avrsp.media import iter_frames, probe, read_audio, resize_map, write_map_png
+    from avrsp.predict import OverlayWriter, encoder_threads, overlay
 
     cfg = predictor.config
     size, fps = (cfg.height, cfg.width), probe(path).fps or 25.0
@@ -284,7 +284,7 @@ def output_costs(predictor, path: Path) -> dict[str, float]:
 
     def encode(folder: str) -> None:
         w = OverlayWriter(Path(folder) / "o.mp4", path, fps, frames[0].shape[1], frames[0].shape[0],
-                          threads=1 if predictor.device == "cpu" else 0)
+                          threads=encoder_threads(predictor.device))
         for h in heat:
             w.add(h)
         w.close()

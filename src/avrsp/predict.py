@@ -25,8 +25,8 @@ from PIL import Image
 from .checkpoint import load_model
 from .inference import (Background, default_batch, model_inputs, predict_frames, predict_frames_with_relevance,
                         prefetch, prepare, resolve_device, resolve_precision)
-from .media import (SOUNDNET_RATE, MediaError, MediaWarning, clip_audio, iter_frames, probe, read_audio,  # noqa: F401
-                    resize_map, resize_rgb, write_map_png)   # resize_map: also imported from here
+from .media import (SOUNDNET_RATE, MediaError, MediaWarning, clip_audio, iter_frames, probe, read_audio, resize_map,
+                    resize_rgb, write_map_png)
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 
@@ -296,10 +296,8 @@ class OverlayWriter:
     removes it. When the sound cannot be written, the video is written without it and
     one ``MediaWarning`` says why.
 
-    ``threads``: x264's threads, 0 to let it choose (about 1.5 per core). ``predict``
-    on the CPU passes 1: the model keeps every core busy already, so more encoder
-    threads add only their own coordination (0.64 against 0.30 CPU ms a frame at
-    144×256, docs/performance.md).
+    ``threads``: x264's threads, 0 to let it choose (about 1.5 per core); see
+    :func:`encoder_threads`.
     """
 
     def __init__(self, path: Path, source: Path | None, fps: float, width: int, height: int, *, threads: int = 0):
@@ -372,6 +370,14 @@ class OverlayWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+def encoder_threads(device: str) -> int:
+    """x264's threads for outputs written while a model runs on ``device``: 1 on the CPU,
+    whose cores the model keeps busy already, so more encoder threads add only their
+    own coordination (0.64 against 0.30 CPU ms a frame at 144×256, docs/performance.md);
+    0 (x264's choice) beside a GPU."""
+    return 1 if torch.device(device).type == "cpu" else 0
+
+
 @dataclass
 class PredictResult:
     video: Path
@@ -416,7 +422,7 @@ def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool
     n = 0
     try:
         width = info.width * (2 if side_by_side else 1)
-        threads = 1 if predictor.device == "cpu" else 0
+        threads = encoder_threads(predictor.device)
         if overlay_video:
             writer = OverlayWriter(work / f"{video.stem}_saliency.mp4", video, info.fps, width, info.height,
                                    threads=threads)

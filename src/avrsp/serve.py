@@ -169,8 +169,8 @@ def dataset_job(predictor, item, postprocess: bool) -> Callable[[Job], dict]:
     exactly as ``avrsp evaluate`` does."""
     from .evaluate import score_video
     from .inference import predict_frames_with_relevance
-    from .media import write_map_png
-    from .predict import OverlayWriter, resize_map, save_thumbnail, thumbnail_size
+    from .media import resize_map, write_map_png
+    from .predict import OverlayWriter, save_thumbnail, thumbnail_size
 
     def run(job: Job) -> dict:
         video = item.video

@@ -67,7 +67,7 @@ def comparison_grid(frames: Sequence[np.ndarray], columns: dict[str, Sequence[np
 def relevance_maps(relevance: list[dict], frame_shape: tuple[int, int], block: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """Ret_A and Ret_V of one RAVF block averaged over heads, audio tokens and time,
     upsampled to ``frame_shape``: the Fig. 6 view of where vision and sound agree."""
-    from .predict import resize_map
+    from .media import resize_map
 
     maps = relevance[block]
     out = []
@@ -128,7 +128,7 @@ def clip_relevance(model, video: Path, frame: int, audio_source: Path | None = N
     if relevance is None:
         raise ValueError("the model has no RAVF fusion: relevance maps exist only for fusion=ravf")
     shape = frames[-1].shape[:2]
-    from .predict import resize_map
+    from .media import resize_map
 
     ret_a, ret_v = relevance_maps(relevance, shape)
     return frames[-1], resize_map(sal[0].numpy(), shape), ret_a, ret_v

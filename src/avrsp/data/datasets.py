@@ -533,4 +533,4 @@ def probe_rate(path: Path) -> int | None:
 
 __all__ = ["AnnotatedVideo", "ClipDataset", "DataError", "DataNote", "DataWarning", "STAVIS_DATABASES", "dhf1k_layout",
            "dhf1k_videos", "load_split", "read_fixations", "read_fold_list", "read_image", "read_map",
-           "resize_fixations", "resize_map", "stavis_databases", "stavis_videos", "to_model_frames"]
+           "resize_fixations", "stavis_databases", "stavis_videos", "to_model_frames"]
