@@ -194,7 +194,8 @@ def score(args: argparse.Namespace, log=print, predictor=None) -> tuple[float, f
         hits, cue = {True: 0, False: 0}, []
         for video, sound, maps in _predicted(predictor, cfg):
             hits[sound] += sum(video.peak_on_sounding_disc(k, m) for k, m in enumerate(maps))
-            cue += [visual_cue_rate(video)] if sound else []
+            if sound:  # each video comes twice, with its sound and with silence
+                cue.append(visual_cue_rate(video))
         frames = args.val * cfg.frames
         per_seed.append((hits[True] / frames, hits[False] / frames, float(np.mean(cue))))
         log(f"{args.score}, seed {seed}: peak on the sounding disc in {per_seed[-1][0]:.1%} of {frames} frames "

@@ -17,6 +17,7 @@ from .config import ConfigError
 from .data.datasets import FrameSource
 from .media import resize_map
 from .models import AVRSP, to_channels_last_3d
+from .models.neck import memory_format
 from .windows import Window, window, windows  # noqa: F401 - re-exported: the protocol's windows
 
 
@@ -257,8 +258,7 @@ def _batches(frames: Iterable[np.ndarray], n: int | None, T: int, fps: float, au
 def uses_channels_last(model: torch.nn.Module) -> bool:
     """Whether ``model``'s 3-D convolutions are stored channels-last (see :func:`prepare`)."""
     conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv3d)), None)
-    return conv is not None and conv.weight.dim() == 5 and \
-        conv.weight.is_contiguous(memory_format=torch.channels_last_3d) and not conv.weight.is_contiguous()
+    return conv is not None and memory_format(conv.weight) == torch.channels_last_3d
 
 
 @torch.no_grad()

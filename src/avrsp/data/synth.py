@@ -363,9 +363,9 @@ def _write(root: Path, cfg: SynthConfig, progress) -> dict:
             Image.fromarray(v.maps[t]).save(d_dhf / "maps" / f"{t + 1:04d}.png")
             Image.fromarray(v.fixations[t].astype(np.uint8) * 255).save(d_dhf / "fixation" / f"{t + 1:04d}.png")
         if v.audio is not None:  # a silent video has no .wav, as a real dataset's video without sound
-            (stavis / "video_audio" / DB_NAME / v.name).mkdir(parents=True)
-            wavfile.write(stavis / "video_audio" / DB_NAME / v.name / f"{v.name}.wav", cfg.sample_rate,
-                          np.round(v.audio * 32767).astype(np.int16))
+            d_wav = stavis / "video_audio" / DB_NAME / v.name
+            d_wav.mkdir(parents=True)
+            wavfile.write(d_wav / f"{v.name}.wav", cfg.sample_rate, np.round(v.audio * 32767).astype(np.int16))
         _write_mp4(mp4s / f"{v.name}.mp4", v, cfg)
         meta["videos"].append({
             "name": v.name, "kind": kind, "test_fold": test_fold[i], "dhf1k": f"{split}/{dhf_id}",

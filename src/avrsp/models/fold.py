@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .neck import memory_format
+
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -28,9 +30,7 @@ def _fold_pair(conv: nn.Module, bn: _BatchNorm) -> None:
     bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(scale)
     new_w = (w * scale.view(-1, *([1] * (w.dim() - 1)))).to(conv.weight.dtype)
     new_b = ((bias - bn.running_mean.double()) * scale + bn.bias.detach().double()).to(conv.weight.dtype)
-    memory_format = torch.channels_last_3d if (w.dim() == 5 and conv.weight.is_contiguous(
-        memory_format=torch.channels_last_3d) and not conv.weight.is_contiguous()) else torch.contiguous_format
-    conv.weight = nn.Parameter(new_w.contiguous(memory_format=memory_format), requires_grad=False)
+    conv.weight = nn.Parameter(new_w.contiguous(memory_format=memory_format(conv.weight)), requires_grad=False)
     conv.bias = nn.Parameter(new_b, requires_grad=False)
 
 
