@@ -13,8 +13,8 @@ import avrsp
 from avrsp.checkpoint import load_model
 from avrsp.config import ConfigError
 from avrsp.data.synth import SynthConfig, generate_video
-from avrsp.inference import (Background, native_bf16, predict_frames, prefetch, prepare, resolve_device,
-                             resolve_precision, uses_channels_last)
+from avrsp.inference import (Background, default_streams, in_streams, native_bf16, predict_frames, prefetch, prepare,
+                             resolve_device, resolve_precision, uses_channels_last)
 from avrsp.media import resize_map, resize_rgb
 from avrsp.models import FUSIONS
 from avrsp.predict import Predictor, default_checkpoint
@@ -27,8 +27,9 @@ def _clips(kind: str, seed: int, frames: int = 20):
     return [resize_rgb(f, (64, 96)) for f in video.frames], video.audio
 
 
-def _maps(model, frames, audio, batch):
-    return np.stack([m for _, m in predict_frames(model, frames, len(frames), 15.0, audio, batch=batch)])
+def _maps(model, frames, audio, batch, streams=None):
+    return np.stack([m for _, m in predict_frames(model, frames, len(frames), 15.0, audio, batch=batch,
+                                                  streams=streams)])
 
 
 @pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, False, "bf16"), (False, True, "bf16"),
@@ -67,14 +68,14 @@ def test_cuda_asked_for_without_cuda_is_an_error_not_a_fallback(monkeypatch):
         resolve_device("cuda:0")
 
 
-def test_channels_last_and_batching_do_not_change_the_maps():
+def test_channels_last_batching_and_streams_do_not_change_the_maps():
     frames, audio = _clips("relevant", 41)
     plain = load_model(default_checkpoint()).eval()
     fast = prepare(load_model(default_checkpoint()), "cpu", "fp32")
     assert uses_channels_last(fast) and not uses_channels_last(plain)
-    reference = _maps(plain, frames, audio, 1)
-    for batch in (1, 3, 8):
-        np.testing.assert_allclose(_maps(fast, frames, audio, batch), reference, atol=2e-5)
+    reference = _maps(plain, frames, audio, 1, streams=1)
+    for batch, streams in ((1, 2), (3, 1), (3, 2), (8, 2)):
+        np.testing.assert_allclose(_maps(fast, frames, audio, batch, streams), reference, atol=2e-5)
 
 
 def test_bf16_maps_agree_with_fp32_maps():
@@ -143,6 +144,59 @@ def test_background_keeps_order_and_raises_the_first_error():
             bg.submit(done.append, i)
     bg.close()  # the error is raised once; nothing submitted after it ran
     assert done == []
+
+
+def _stream_threads_alive() -> bool:
+    return any(t.name.startswith("avrsp-stream") for t in threading.enumerate())
+
+
+def test_streams_keep_order_share_the_threads_out_and_give_them_back():
+    before = torch.get_num_threads()
+    seen = {}
+
+    def square(i):
+        time.sleep(0.01 if i % 3 == 0 else 0)  # later items finish first on the other stream
+        seen[threading.current_thread().name] = torch.get_num_threads()
+        return i * i
+
+    torch.set_num_threads(3)
+    try:
+        assert list(in_streams(square, range(30), 2)) == [i * i for i in range(30)]
+        assert sorted(seen.values()) == [1, 2]  # 3 threads shared out, each stream its own count
+        fresh = []
+        t = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+        assert torch.get_num_threads() == 3 and fresh == [3]  # set back for this thread and for new ones
+    finally:
+        torch.set_num_threads(before)
+    assert not _stream_threads_alive()
+
+
+def test_streams_raise_errors_in_order_and_stop_when_closed_early():
+    def fail_at_5(i):
+        if i == 5:
+            raise ValueError("bad batch 5")
+        return i
+
+    got = []
+    with pytest.raises(ValueError, match="bad batch 5"):
+        for x in in_streams(fail_at_5, range(20), 2):
+            got.append(x)
+    assert got == [0, 1, 2, 3, 4]
+
+    def broken():
+        yield 1
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(in_streams(lambda i: i, broken(), 2))
+    started = []
+    it = in_streams(started.append, range(10**6), 2)
+    next(it)
+    it.close()
+    assert len(started) <= 4 and not _stream_threads_alive()
+    assert default_streams(torch.nn.Linear(1, 1)) == (2 if torch.get_num_threads() >= 2 else 1)
 
 
 def test_bench_runs_from_the_installed_package(tmp_path):

@@ -152,6 +152,15 @@ def test_predict_clip_matches_the_video_path(relevant_videos, precision):
     assert np.corrcoef(big.ravel(), video_map.ravel())[0, 1] > 0.95
 
 
+def test_stream_counts_below_one_are_refused(tmp_path, capsys):
+    with pytest.raises(ValueError, match="streams must be ≥ 1"):
+        Predictor(device="cpu", streams=0)
+    with pytest.raises(SystemExit):
+        main(["predict", str(tmp_path / "x.mp4"), "--out", str(tmp_path / "o"), "--streams", "0"])
+    assert "--streams: '0': expected a whole number ≥ 1" in capsys.readouterr().err
+    assert Predictor(device="cpu", streams=1).streams == 1
+
+
 def test_no_audio_folder_input_and_visual_only_models(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     write_video(tmp_path / "in" / "silent.mp4", coloured_frames(12, 64, 96))

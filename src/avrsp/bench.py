@@ -44,7 +44,8 @@ import avrsp
 from avrsp.checkpoint import save_model, write_generated
 from avrsp.config import ConfigError
 from avrsp.info import measure
-from avrsp.inference import native_bf16, predict_frames, prepare, resolve_device, resolve_precision
+from avrsp.inference import (default_streams, in_streams, native_bf16, predict_frames, prepare, resolve_device,
+                             resolve_precision)
 from avrsp.models import to_channels_last_3d
 
 from avrsp import bench_memory
@@ -206,12 +207,14 @@ def accuracy(device: str, clips: int = 3, seconds: float = 4.0) -> dict:
 
 def end_to_end(checkpoint: Path | None, device: str, seconds: float, batch: int, log, rounds: int = 3) -> dict:
     """``avrsp predict`` (maps + overlay video) on a generated video, against the model alone
-    on as many windows of the same batch, precision and layout.
+    on as many windows of the same batch, precision and layout, run in as many streams as
+    ``predict`` runs it (:func:`avrsp.inference.default_streams`), and in one.
 
-    ``rounds`` rounds of (predict, maps only, model alone), alternated so that a shared
-    machine's changing load falls on all three alike: the frame rates are medians over
-    rounds, the ratio the median of each round's own ratio. Also the CPU time per frame of
-    each thing ``predict`` does besides the model (:func:`output_costs`)."""
+    ``rounds`` rounds of (predict, maps only, model alone, model alone in one stream),
+    alternated so that a shared machine's changing load falls on all alike: the frame
+    rates are medians over rounds, the ratio (predict against the model in predict's
+    streams) the median of each round's own ratio. Also the CPU time per frame of each
+    thing ``predict`` does besides the model (:func:`output_costs`)."""
     from avrsp.data.synth import _write_mp4
     from avrsp.predict import Predictor, predict_to_folder
 
@@ -220,9 +223,15 @@ def end_to_end(checkpoint: Path | None, device: str, seconds: float, batch: int,
     dtype = next(predictor.model.parameters()).dtype
     clip, audio = inputs(cfg, batch, device, dtype, True)
 
-    def step():
-        with torch.no_grad():
+    def forward(_=None):
+        with torch.no_grad():  # grad mode is per thread
             predictor.model(clip, audio)
+
+    streams = default_streams(predictor.model)
+
+    def step():  # the model as predict runs it: `streams` forward passes at once
+        for _ in in_streams(forward, range(4 * streams), streams):
+            pass
 
     per_round = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -237,18 +246,21 @@ def end_to_end(checkpoint: Path | None, device: str, seconds: float, batch: int,
             n_maps = sum(1 for _ in predictor.predict_video(path))
             maps_s = time.perf_counter() - t0
             calls = -(-r.frames // batch)
-            model_s = timed(step, device, min(calls, 50), warm_up=i == 0) * calls
-            per_round.append((r.frames / r.seconds, n_maps / maps_s, r.frames / model_s))
+            model_s = timed(step, device, max(1, min(calls, 48) // (4 * streams)), warm_up=i == 0) / (4 * streams)
+            one_s = timed(forward, device, min(calls, 48), warm_up=i == 0)
+            per_round.append((r.frames / r.seconds, n_maps / maps_s, r.frames / (model_s * calls),
+                              r.frames / (one_s * calls)))
         costs = output_costs(predictor, path)
-    predict_fps, maps_fps, model_fps = (float(np.median(x)) for x in zip(*per_round))
+    predict_fps, maps_fps, model_fps, one_fps = (float(np.median(x)) for x in zip(*per_round))
     out = {"model": cfg.name, "checkpoint": str(checkpoint or "built-in"), "precision": predictor.precision,
            "batch": batch, "frames": r.frames, "rounds": rounds, "predict_fps": predict_fps,
-           "maps_only_fps": maps_fps, "model_fps": model_fps,
-           "ratios": [p / m for p, _, m in per_round], "output_cpu_ms": costs, "cores": len(os.sched_getaffinity(0))}
+           "maps_only_fps": maps_fps, "model_fps": model_fps, "streams": streams, "model_one_stream_fps": one_fps,
+           "ratios": [p / m for p, _, m, _ in per_round], "output_cpu_ms": costs,
+           "cores": len(os.sched_getaffinity(0))}
     out["ratio"] = float(np.median(out["ratios"]))
     log(f"  predict {cfg.name}: {out['predict_fps']:.1f} frames/s end to end, {out['maps_only_fps']:.1f} maps only, "
-        f"model alone {out['model_fps']:.1f} ({out['ratio']:.0%}, median of "
-        f"{', '.join(f'{x:.0%}' for x in out['ratios'])})")
+        f"model alone {out['model_fps']:.1f} in {streams} stream(s) ({out['ratio']:.0%}, median of "
+        f"{', '.join(f'{x:.0%}' for x in out['ratios'])}), model alone in one stream {one_fps:.1f}")
     log("  CPU ms per frame: " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()) +
         f"; bound on {out['cores']} cores: {e2e_bound(costs, out['cores']):.0%}")
     return out
@@ -536,10 +548,13 @@ def targets(result: dict) -> list[tuple[str, str, str, str]]:
                      "≥ 35 %", f"{frac:.0%} ({_gflops(result, best):.0f} of {peak:.0f} GFLOP/s)",
                      "yes" if frac >= 0.35 else "no"))
     for e in result["e2e"]:
-        rows.append((f"predict end to end / model alone ({e['model']}, {e['precision']}, batch {e['batch']})",
+        streams = f", {e['streams']} streams" if e.get("streams", 1) > 1 else ""
+        one = (f"; against the model in one stream {e['predict_fps'] / e['model_one_stream_fps']:.0%}"
+               if e.get("streams", 1) > 1 else "")
+        rows.append((f"predict end to end / model alone ({e['model']}, {e['precision']}, batch {e['batch']}{streams})",
                      "≥ 90 %", f"{e['ratio']:.0%} ({e['predict_fps']:.1f} / {e['model_fps']:.1f} frames/s)" +
                      (f"; at most {e2e_bound(e['output_cpu_ms'], e['cores']):.0%} on {e['cores']} cores"
-                      if "output_cpu_ms" in e else ""),
+                      if "output_cpu_ms" in e else "") + one,
                      "yes" if e["ratio"] >= 0.9 else "no"))
     if "memory" in result:
         m = result["memory"]
@@ -617,15 +632,19 @@ def markdown(results: list[dict]) -> str:
     lines += ["", "## End to end", "",
               "`avrsp predict` on a generated video (144×256, 15 fps, sound): maps as PNGs plus the overlay "
               "video; *maps only*: `Predictor.predict_video` without writing; *model alone*: the same number "
-              "of forward passes on tensors already in memory; the three alternate over 3 rounds (runs without a "
-              "`rounds` record: one of each), frame rates are medians, the ratio the median round's ratio.", "",
-              "| Machine | Model | Precision | Batch | Frames | predict (frames/s) | maps only | model alone | "
-              "predict / model |", "|---|---|---|---|---|---|---|---|---|"]
+              "of forward passes on tensors already in memory, in as many streams (forward passes at once, "
+              "`inference.in_streams`) as `predict` runs, and in one; the four alternate over 3 rounds (runs "
+              "without a `rounds` record: one of each), frame rates are medians, the ratio the median round's "
+              "ratio.", "",
+              "| Machine | Model | Precision | Batch | Frames | Streams | predict (frames/s) | maps only | "
+              "model alone | model alone, one stream | predict / model |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for e in r["e2e"]:
+            one = f"{e['model_one_stream_fps']:.1f}" if "model_one_stream_fps" in e else ""
             lines.append(f"| {r['machine']['label']} | {e['model']} ({e['checkpoint'].split('/')[-1]}) | "
-                         f"{e['precision']} | {e['batch']} | {e['frames']} | {e['predict_fps']:.1f} | "
-                         f"{e['maps_only_fps']:.1f} | {e['model_fps']:.1f} | {e['ratio']:.0%} |")
+                         f"{e['precision']} | {e['batch']} | {e['frames']} | {e.get('streams', 1)} | "
+                         f"{e['predict_fps']:.1f} | {e['maps_only_fps']:.1f} | {e['model_fps']:.1f} | {one} | "
+                         f"{e['ratio']:.0%} |")
     costs = [(r, e) for r in results for e in r["e2e"] if "output_cpu_ms" in e]
     if costs:
         lines += ["", "### What `predict` does besides the model", "",

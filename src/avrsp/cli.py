@@ -176,6 +176,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = {"data": str(Path(args.data).resolve()), "dataset": args.dataset, "split": args.split_resolved,
                 "precision": args.precision}
     records = run_evaluation(items, out, settings=settings, postprocess=postprocess, batch=args.batch,
+                             streams=args.streams,
                              device=args.device, precision=args.precision, save_maps=args.save_maps,
                              seed=args.seed, progress=not args.quiet, figure=args.figure and dist.main, dist=dist)
     if not dist.main:  # the reports are rank 0's, from every process's records
@@ -235,7 +236,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     device = process_device(args.device)  # under torchrun: this process's GPU, or its share of the CPU
     dist = setup_distributed(device)
     predictor = Predictor(args.checkpoint, device=str(device), precision=args.precision, batch=args.batch,
-                          every=args.every)
+                          every=args.every, streams=args.streams)
     if args.checkpoint is None and dist.main:
         print(built_in_notice(), file=sys.stderr)
     if args.every > 1 and dist.main:
@@ -340,7 +341,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--data {args.data}: not a directory")
     serve(args.host, args.port, checkpoint=Path(args.checkpoint) if args.checkpoint else None,
           data=Path(args.data) if args.data else None, workdir=Path(args.workdir) if args.workdir else None,
-          max_upload_mb=args.max_upload_mb, device=args.device, precision=args.precision, batch=args.batch)
+          max_upload_mb=args.max_upload_mb, device=args.device, precision=args.precision, batch=args.batch,
+          streams=args.streams)
     return 0
 
 
@@ -404,11 +406,20 @@ def cmd_bench(argv: list[str]) -> int:
     return bench_main(argv)
 
 
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number ≥ 1")
+    return int(text)
+
+
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=None, help="windows per forward pass (default: 8 on CUDA, 4 on CPU)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="auto: bf16 on CUDA and on CPUs with AMX or AVX-512 BF16, else fp32")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--streams", type=_at_least_one, default=None, metavar="N",
+                   help="forward passes at once, sharing the CPU threads (default: 2 on a CPU with 2 threads or "
+                        "more, 1 on CUDA; each holds its own activations)")
 
 
 def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type) -> None:

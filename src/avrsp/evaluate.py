@@ -228,8 +228,8 @@ def _figure_rows(item: Item, preds: np.ndarray) -> list[tuple]:
 
 
 def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess: bool, batch: int | None = None,
-                   device: str = "auto", precision: str = "auto", save_maps: bool = False, seed: int = 0,
-                   progress: bool = True, figure: bool = False, dist=None) -> list[dict]:
+                   streams: int | None = None, device: str = "auto", precision: str = "auto", save_maps: bool = False,
+                   seed: int = 0, progress: bool = True, figure: bool = False, dist=None) -> list[dict]:
     """Predict and score every item, resuming from ``out``; returns the per-video records.
     With ``figure``, ``figure.png`` shows frames, ground truth and predictions of the first
     videos predicted in this run.
@@ -275,7 +275,8 @@ def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess:
             bar.set_description(item.key)
             maps = []
             for _, m in predict_frames(model, item.video.frames, len(item.video), item.video.fps,
-                                       item.video.audio if model.config.audio else None, batch=batch):
+                                       item.video.audio if model.config.audio else None, batch=batch,
+                                       streams=streams):
                 maps.append(m)
                 bar.update(1)
             preds = np.stack(maps)

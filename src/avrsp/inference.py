@@ -5,10 +5,12 @@ device defaults; the threads that overlap decoding and writing with the model.
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import threading
-from typing import Iterable, Iterator, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -138,6 +140,7 @@ def prepare(model: AVRSP, device: str | torch.device = "cpu", precision: str = "
 
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 _DONE = object()
 
 
@@ -264,7 +267,8 @@ def uses_channels_last(model: torch.nn.Module) -> bool:
 @torch.no_grad()
 def predict_frames(model: AVRSP, frames: FrameSource | Iterable[np.ndarray], n: int | None, fps: float,
                    audio: np.ndarray | None, *, batch: int = 1, every: int = 1,
-                   size: tuple[int, int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+                   size: tuple[int, int] | None = None, streams: int | None = None
+                   ) -> Iterator[tuple[int, np.ndarray]]:
     """``(k, map)`` for every frame k in order, each map float32 in (0, 1) at the model's
     H×W, or resized to ``size`` = (height, width) (bilinear, :func:`avrsp.media.resize_map`).
 
@@ -285,16 +289,69 @@ def predict_frames(model: AVRSP, frames: FrameSource | Iterable[np.ndarray], n: 
     """
     if every < 1:
         raise ValueError(f"every must be ≥ 1, got {every}")
-    computed = _computed(model, frames, n, fps, audio, batch, every)
-    if size is not None:
-        computed = ((k, resize_map(m, size)) for k, m in computed)
+    computed = ((k, m) for k, m, _, _ in _maps(model, frames, n, fps, audio, batch, every, size, streams, False))
     yield from (interpolate_between(computed) if every > 1 else computed)
 
 
-def _computed(model, frames, n, fps, audio, batch, every) -> Iterator[tuple[int, np.ndarray]]:
-    for ws, unique, index, sound in _assembled(model, frames, n, fps, audio, batch, every):
-        out = model(*model_inputs(model, unique, index, sound)).float().cpu().numpy()
-        yield from ((w.frame, m) for w, m in zip(ws, out))
+def _maps(model, frames, n, fps, audio, batch: int, every: int, size, streams: int | None, relevance: bool
+          ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None, np.ndarray | None]]:
+    """``(k, map, ret_a, ret_v)`` of every frame the model runs on (see :func:`predict_frames`)."""
+    ravf = relevance and model.config.audio and model.config.fusion == "ravf"
+
+    def run(item):  # on a stream's own thread, which resizes its maps too
+        ws, unique, index, sound = item
+        with torch.no_grad():  # grad mode is per thread
+            clip, wave = model_inputs(model, unique, index, sound)
+            if ravf:
+                out, rel = model(clip, wave, return_relevance=True)
+                ret = [rel[-1][key].float().mean(dim=(1, 2, 3)).cpu().numpy() for key in ("ret_a", "ret_v")]
+            else:
+                out, ret = model(clip, wave), [[None] * len(ws)] * 2
+            out = out.float().cpu().numpy()
+        return [(w.frame, m if size is None else resize_map(m, size), a, v) for w, m, a, v in zip(ws, out, *ret)]
+
+    batches = _assembled(model, frames, n, fps, audio, batch, every)
+    for rows in in_streams(run, batches, default_streams(model) if streams is None else streams):
+        yield from rows
+
+
+def default_streams(model: torch.nn.Module) -> int:
+    """Forward passes run at once: 2 on a CPU with 2 threads or more, else 1."""
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    return 2 if on_cpu and torch.get_num_threads() >= 2 else 1
+
+
+def in_streams(fn: Callable[[_T], _R], items: Iterable[_T], streams: int) -> Iterator[_R]:
+    """``fn(item)`` for each item, in order, computed by ``streams`` worker threads at once,
+    torch's CPU threads shared out among them."""
+    if streams <= 1:
+        yield from map(fn, items)
+        return
+    threads = torch.get_num_threads()
+    shares = iter([threads // streams + (i < threads % streams) for i in range(streams)])
+    lock = threading.Lock()
+
+    def init() -> None:
+        with lock:
+            # A thread's first call into torch sets its count from the process's last
+            # set_num_threads, so make that call before setting this thread's own.
+            torch.get_num_threads()
+            torch.set_num_threads(max(1, next(shares)))
+
+    pending: collections.deque = collections.deque()
+    pool = ThreadPoolExecutor(streams, thread_name_prefix="avrsp-stream", initializer=init)
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > streams:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=True)
+        torch.set_num_threads(threads)
 
 
 def interpolate_between(maps: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
@@ -313,20 +370,13 @@ def interpolate_between(maps: Iterable[tuple[int, np.ndarray]]) -> Iterator[tupl
 
 @torch.no_grad()
 def predict_frames_with_relevance(model: AVRSP, frames: FrameSource | Iterable[np.ndarray], n: int | None,
-                                  fps: float, audio: np.ndarray | None, *, batch: int = 1
+                                  fps: float, audio: np.ndarray | None, *, batch: int = 1,
+                                  size: tuple[int, int] | None = None, streams: int | None = None
                                   ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None, np.ndarray | None]]:
     """:func:`predict_frames`, plus RAVF's Ret_A and Ret_V of each frame's window (Fig. 6):
     ``(k, map, ret_a, ret_v)``, the Ret maps of the last RAVF block averaged over heads,
     audio tokens and time, float32 on X⁰'s H×W grid; None for models without RAVF."""
-    for ws, unique, index, sound in _assembled(model, frames, n, fps, audio, batch):
-        clip, wave = model_inputs(model, unique, index, sound)
-        if model.config.audio and model.config.fusion == "ravf":
-            out, relevance = model(clip, wave, return_relevance=True)
-            ret = [relevance[-1][key].float().mean(dim=(1, 2, 3)).cpu().numpy() for key in ("ret_a", "ret_v")]
-        else:
-            out, ret = model(clip, wave), [[None] * len(ws)] * 2
-        out = out.float().cpu().numpy()
-        yield from ((w.frame, m, a, v) for w, m, a, v in zip(ws, out, ret[0], ret[1]))
+    yield from _maps(model, frames, n, fps, audio, batch, 1, size, streams, True)
 
 
 def _assembled(model: AVRSP, frames, n: int | None, fps: float, audio: np.ndarray | None, batch: int,

@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 
 from .checkpoint import load_model
-from .inference import (Background, default_batch, model_inputs, predict_frames, predict_frames_with_relevance,
-                        prefetch, prepare, resolve_device, resolve_precision)
+from .inference import (Background, default_batch, default_streams, model_inputs, predict_frames,
+                        predict_frames_with_relevance, prefetch, prepare, resolve_device, resolve_precision)
 from .media import (SOUNDNET_RATE, MediaError, MediaWarning, clip_audio, iter_frames, probe, read_audio, resize_map,
                     resize_rgb, write_map_png)
 
@@ -59,11 +59,12 @@ class Predictor:
     ``batch``: windows per forward pass (default: 8 on CUDA, 4 on the CPU). ``every``:
     K > 1 runs the model on every K-th frame only and interpolates the maps between, a
     preview (up to K× faster; docs/predict.md measures how close); 1 is the exact
-    protocol.
+    protocol. ``streams``: forward passes at once (default:
+    :func:`avrsp.inference.default_streams`, 2 on a CPU with two threads or more).
     """
 
     def __init__(self, checkpoint: str | Path | None = None, device: str = "auto", precision: str = "auto",
-                 batch: int | None = None, every: int = 1):
+                 batch: int | None = None, every: int = 1, streams: int | None = None):
         self.checkpoint = Path(checkpoint) if checkpoint else default_checkpoint()
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
@@ -71,7 +72,10 @@ class Predictor:
         if every < 1:
             raise ValueError(f"every must be ≥ 1, got {every}")
         self.every = every  # preview mode: the model on every K-th frame, maps between interpolated
+        if streams is not None and streams < 1:
+            raise ValueError(f"streams must be ≥ 1, got {streams}")
         self.model = prepare(load_model(self.checkpoint), self.device, self.precision)
+        self.streams = streams or default_streams(self.model)
         self.config = self.model.config
 
     @property
@@ -125,11 +129,12 @@ class Predictor:
         fps, shape = info.fps or 25.0, (info.height, info.width)
         if relevance:
             for _, m, ret_a, ret_v in predict_frames_with_relevance(self.model, frames, None, fps, sound,
-                                                                    batch=self.batch):
-                yield resize_map(m, shape), ret_a, ret_v
+                                                                    batch=self.batch, size=shape,
+                                                                    streams=self.streams):
+                yield m, ret_a, ret_v
         else:
             for _, m in predict_frames(self.model, frames, None, fps, sound, batch=self.batch, every=self.every,
-                                       size=shape):
+                                       size=shape, streams=self.streams):
                 yield m, None, None
 
 

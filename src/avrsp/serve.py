@@ -185,7 +185,8 @@ def dataset_job(predictor, item, postprocess: bool) -> Callable[[Job], dict]:
         model = predictor.model
         preds, rets = [], []
         for k, m, ret_a, ret_v in predict_frames_with_relevance(
-                model, video.frames, n, video.fps, video.audio if model.config.audio else None, batch=predictor.batch):
+                model, video.frames, n, video.fps, video.audio if model.config.audio else None, batch=predictor.batch,
+                streams=predictor.streams):
             preds.append(m)
             rets.append((ret_a, ret_v))
             job.tick(k)
@@ -282,7 +283,8 @@ def _allowed(name: str) -> bool:
 # ------------------------------------------------------------------ the app
 
 def create_app(checkpoint: Path | None = None, data: Path | None = None, *, workdir: Path | None = None,
-               max_upload_mb: float = 500.0, device: str = "auto", precision: str = "auto", batch: int | None = None):
+               max_upload_mb: float = 500.0, device: str = "auto", precision: str = "auto", batch: int | None = None,
+               streams: int | None = None):
     """The Starlette application (also what the tests drive)."""
     try:
         from starlette.applications import Starlette
@@ -294,7 +296,7 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
     from .evaluate import EvalError, default_postprocess, plan
     from .predict import Predictor, built_in_notice, demo_video
 
-    predictor = Predictor(checkpoint, device=device, precision=precision, batch=batch)
+    predictor = Predictor(checkpoint, device=device, precision=precision, batch=batch, streams=streams)
     model_line = (built_in_notice() if checkpoint is None
                   else f"model: {Path(checkpoint).name} ({predictor.config.name})")
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="avrsp-serve-"))
