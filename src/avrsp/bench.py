@@ -229,9 +229,14 @@ def end_to_end(checkpoint: Path | None, device: str, seconds: float, batch: int,
 
     streams = default_streams(predictor.model)
 
-    def step():  # the model as predict runs it: `streams` forward passes at once
-        for _ in in_streams(forward, range(4 * streams), streams):
+    def model_alone(passes: int, streams: int) -> float:
+        """Seconds per forward pass, ``streams`` at once as predict runs them, in one run of
+        ``passes`` (shorter runs would each pay their stream threads' start)."""
+        t0 = time.perf_counter()
+        for _ in in_streams(forward, range(passes), streams):
             pass
+        sync(device)
+        return (time.perf_counter() - t0) / passes
 
     per_round = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -246,8 +251,9 @@ def end_to_end(checkpoint: Path | None, device: str, seconds: float, batch: int,
             n_maps = sum(1 for _ in predictor.predict_video(path))
             maps_s = time.perf_counter() - t0
             calls = -(-r.frames // batch)
-            model_s = timed(step, device, max(1, min(calls, 48) // (4 * streams)), warm_up=i == 0) / (4 * streams)
-            one_s = timed(forward, device, min(calls, 48), warm_up=i == 0)
+            if i == 0:
+                model_alone(2 * streams, streams)  # warm-up
+            model_s, one_s = model_alone(min(calls, 96), streams), model_alone(min(calls, 96), 1)
             per_round.append((r.frames / r.seconds, n_maps / maps_s, r.frames / (model_s * calls),
                               r.frames / (one_s * calls)))
         costs = output_costs(predictor, path)
@@ -637,7 +643,7 @@ def markdown(results: list[dict]) -> str:
               "without a `rounds` record: one of each), frame rates are medians, the ratio the median round's "
               "ratio.", "",
               "| Machine | Model | Precision | Batch | Frames | Streams | predict (frames/s) | maps only | "
-              "model alone | model alone, one stream | predict / model |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "model alone | model alone, one stream | predict / model |", "|---|---|---|---|---|---|" + "---|" * 5]
     for r in results:
         for e in r["e2e"]:
             one = f"{e['model_one_stream_fps']:.1f}" if "model_one_stream_fps" in e else ""

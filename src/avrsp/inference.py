@@ -1,6 +1,7 @@
 """Sliding-window inference: one T-frame window per frame, step 1, the prediction for the
 window's last frame (the windows themselves: ``avrsp.windows``); the precision and
-device defaults; the threads that overlap decoding and writing with the model.
+device defaults; the threads that overlap decoding and writing with the model, and the
+streams that run forward passes side by side.
 """
 
 from __future__ import annotations
@@ -284,8 +285,9 @@ def predict_frames(model: AVRSP, frames: FrameSource | Iterable[np.ndarray], n: 
     stream of unknown length.
     A background thread (:func:`prefetch`) decodes the frames and assembles each batch
     (its distinct frames, once, and the audio excerpts) while the model runs on the
-    previous one. Memory holds at most 2T + batch frames plus two assembled batches,
-    whatever the video's length.
+    previous one; ``streams`` batches run through the model at once (:func:`in_streams`;
+    None: :func:`default_streams`). Memory holds at most 2T + batch frames, two
+    assembled batches and streams + 1 in the model, whatever the video's length.
     """
     if every < 1:
         raise ValueError(f"every must be ≥ 1, got {every}")
@@ -316,14 +318,23 @@ def _maps(model, frames, n, fps, audio, batch: int, every: int, size, streams: i
 
 
 def default_streams(model: torch.nn.Module) -> int:
-    """Forward passes run at once: 2 on a CPU with 2 threads or more, else 1."""
+    """Forward passes run at once for ``model``: 2 on a CPU with 2 threads or more, else 1
+    (CUDA, or a process given one thread, as each of ``torchrun``'s CPU processes is).
+    Measured on 2 cores only (docs/performance.md)."""
     on_cpu = next(model.parameters()).device.type == "cpu"
     return 2 if on_cpu and torch.get_num_threads() >= 2 else 1
 
 
 def in_streams(fn: Callable[[_T], _R], items: Iterable[_T], streams: int) -> Iterator[_R]:
     """``fn(item)`` for each item, in order, computed by ``streams`` worker threads at once,
-    torch's CPU threads shared out among them."""
+    torch's CPU threads shared out among them (OpenMP counts are per thread); the
+    calling thread's count, and the process's, are set back afterwards.
+
+    Why: one forward pass over every thread waits at the end of each operator for its
+    slowest thread, so when the decoder or the writer takes a core, the other waits too.
+    Streams do not wait for each other: on 2 cores ``predict`` ran 1.27× faster with two
+    of one thread each (docs/performance.md). At most ``streams`` + 1 items are in
+    flight; closing the iterator early waits for the running ones."""
     if streams <= 1:
         yield from map(fn, items)
         return
@@ -375,7 +386,8 @@ def predict_frames_with_relevance(model: AVRSP, frames: FrameSource | Iterable[n
                                   ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None, np.ndarray | None]]:
     """:func:`predict_frames`, plus RAVF's Ret_A and Ret_V of each frame's window (Fig. 6):
     ``(k, map, ret_a, ret_v)``, the Ret maps of the last RAVF block averaged over heads,
-    audio tokens and time, float32 on X⁰'s H×W grid; None for models without RAVF."""
+    audio tokens and time, float32 on X⁰'s H×W grid; None for models without RAVF.
+    ``size`` resizes the maps (not the Ret maps) and ``streams`` is as there."""
     yield from _maps(model, frames, n, fps, audio, batch, 1, size, streams, True)
 
 
