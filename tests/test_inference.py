@@ -16,7 +16,8 @@ from avrsp.data.synth import SynthConfig, generate_video
 from avrsp.inference import (Background, default_streams, in_streams, native_bf16, predict_frames, prefetch, prepare,
                              resolve_device, resolve_precision, uses_channels_last)
 from avrsp.media import resize_map, resize_rgb
-from avrsp.models import FUSIONS
+from avrsp.models import FUSIONS, fold
+from avrsp.models.fold import FUSE_MIN_OUTPUTS, ConvReLU, onednn_bf16
 from avrsp.predict import Predictor, default_checkpoint
 from helpers import tiny_inputs
 
@@ -305,13 +306,63 @@ def test_the_cpu_inference_graph_stays_channels_last_between_operators(fusion):
     model = prepare(avrsp.create_model("avrsp_tiny", fusion=fusion), "cpu", "fp32")
     seen = []
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Conv3d):
+        if isinstance(module, (torch.nn.Conv3d, ConvReLU)):  # the fused ones call their conv only when small
             module.register_forward_pre_hook(lambda m, args, name=name: seen.append(
                 (name, args[0].is_contiguous(memory_format=torch.channels_last_3d))))
     clip, audio = tiny_inputs(model.config, batch=2)
     with torch.no_grad():
         model(clip.contiguous(memory_format=torch.channels_last_3d), audio)
     assert len(seen) > 100 and [name for name, ok in seen if not ok] == []
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_fused_conv_relu_computes_relu_of_the_conv(dtype):
+    """Above and below the size where ConvReLU switches to oneDNN's fused operator, in
+    both layouts, with stride and padding."""
+    if dtype == torch.bfloat16 and not onednn_bf16():
+        pytest.skip("oneDNN has no bfloat16 convolution on this CPU (prepare does not fuse there)")
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(8, 16, (3, 3, 3), stride=(1, 2, 2), padding=(1, 1, 1)).to(dtype).eval()
+    fused = ConvReLU(conv)
+    for shape in [(1, 8, 2, 4, 6), (2, 8, 8, 32, 48)]:
+        for layout in (torch.contiguous_format, torch.channels_last_3d):
+            x = torch.randn(shape).to(dtype).contiguous(memory_format=layout)
+            with torch.no_grad():
+                want, got = torch.relu(conv(x)), fused(x)
+            if x.numel() // x.shape[1] * conv.out_channels >= FUSE_MIN_OUTPUTS:  # oneDNN's operator keeps it
+                assert got.is_contiguous(memory_format=layout)
+            assert (got >= 0).all()
+            np.testing.assert_allclose(got.float().numpy(), want.float().numpy(), rtol=0,
+                                       atol=1e-5 if dtype == torch.float32 else 2e-2)
+    big = x.numel() // x.shape[1] * conv.out_channels
+    assert big >= FUSE_MIN_OUTPUTS > 1 * 2 * 4 * 6 * conv.out_channels  # both paths were taken
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_prepare_fuses_every_relu_after_a_3d_conv_and_keeps_the_maps(monkeypatch, precision):
+    if precision == "bf16" and not onednn_bf16():
+        pytest.skip("oneDNN has no bfloat16 convolution on this CPU (prepare does not fuse there)")
+    model = load_model(default_checkpoint())
+    fast = prepare(model, "cpu", precision)
+    relus = [name for name, m in fast.named_modules() if isinstance(m, torch.nn.ReLU)]
+    assert relus == ["audio_net.relu"]  # SoundNet's, shared by its 2-D convolutions
+    assert sum(isinstance(m, ConvReLU) for m in fast.modules()) > 100
+    monkeypatch.setattr(fold, "fuse_relu", lambda m: 0)
+    plain = prepare(model, "cpu", precision)
+    assert not any(isinstance(m, ConvReLU) for m in plain.modules())
+    frames, audio = _clips("relevant", 51, frames=12)
+    a, b = _maps(fast, frames, audio, 4), _maps(plain, frames, audio, 4)
+    if precision == "fp32":
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    else:
+        assert min(np.corrcoef(x.ravel(), y.ravel())[0, 1] for x, y in zip(a, b)) >= 0.999
+
+
+def test_without_a_bfloat16_onednn_prepare_keeps_plain_bf16_convolutions(monkeypatch):
+    monkeypatch.setattr(fold, "onednn_bf16", lambda: False)
+    model = load_model(default_checkpoint())
+    assert not any(isinstance(m, ConvReLU) for m in prepare(model, "cpu", "bf16").modules())
+    assert any(isinstance(m, ConvReLU) for m in prepare(model, "cpu", "fp32").modules())
 
 
 def test_maps_asked_at_another_size_are_the_resized_maps_in_both_protocols():

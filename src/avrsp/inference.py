@@ -123,11 +123,14 @@ def prepare(model: AVRSP, device: str | torch.device = "cpu", precision: str = "
     models/fold.py: exact in float32); ``bf16`` then casts every weight to bfloat16
     (``auto`` picks it where the hardware has it). On the CPU, 3-D convolution weights are
     stored channels-last, and :func:`predict_frames` then feeds channels-last clips: the
-    faster layout there, and the slower one on an H200 (docs/performance.md). Not for
-    training: the folded model has no BatchNorm left to train."""
+    faster layout there, and the slower one on an H200 (docs/performance.md); and each
+    ReLU that follows a 3-D convolution is computed inside it (``fold`` too,
+    :func:`avrsp.models.fold.fuse_relu`: the same values). ``fold=False`` gives the plain
+    graph, for comparison. Not for training: the folded model has no BatchNorm left to
+    train."""
     import copy
 
-    from .models.fold import fold_batchnorm
+    from .models.fold import fold_batchnorm, fuse_relu
 
     device = resolve_device(str(device))
     precision = resolve_precision(precision, device)
@@ -137,7 +140,12 @@ def prepare(model: AVRSP, device: str | torch.device = "cpu", precision: str = "
     model = model.to(device)
     if precision == "bf16":
         model = model.to(torch.bfloat16)
-    return to_channels_last_3d(model) if torch.device(device).type == "cpu" else model
+    if torch.device(device).type != "cpu":
+        return model
+    model = to_channels_last_3d(model)
+    if fold:
+        fuse_relu(model)
+    return model
 
 
 _T = TypeVar("_T")

@@ -1,4 +1,5 @@
-"""The inference graph: BatchNorm folded into the convolution before it.
+"""The inference graph: BatchNorm folded into the convolution before it, and on the CPU
+each ReLU after a 3-D convolution fused into it.
 
 In eval mode a BatchNorm after a convolution is an affine map per output channel,
 y = γ·(conv(x) − μ)/√(σ² + ε) + β, so it can be folded into the convolution's weights and
@@ -6,10 +7,11 @@ bias: w' = w·s, b' = (b − μ)·s + β with s = γ/√(σ² + ε). The folded 
 same function (exactly in real arithmetic; within float32 rounding, measured in
 ``tests/test_models.py``) with one pass over each activation instead of two. Only pairs
 whose modules say their forward applies the BatchNorm directly to the convolution's
-output are folded: ``nn.Sequential`` neighbours, and the ``conv_bn_pairs`` that a module
-class declares (S3D's ``BasicConv3d`` and ``SepConv3d``, ``SoundNet8``). The training
-model is never changed: :func:`fold_batchnorm` works on what ``inference.prepare`` gives
-it, a copy.
+output are folded: ``nn.Sequential`` neighbours, and the pairs that a module class
+declares (``conv_bn_relu`` triples in S3D's ``BasicConv3d`` and ``SepConv3d``,
+``conv_bn_pairs`` in ``SoundNet8``, whose one ReLU module serves every layer). The
+training model is never changed: :func:`fold_batchnorm` and :func:`fuse_relu` work on
+what ``inference.prepare`` gives them, a copy.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def fold_batchnorm(model: nn.Module) -> int:
             names = [name for name, _ in module.named_children()]
             pairs = [(a, b) for a, b in zip(names, names[1:])]
         pairs += list(getattr(type(module), "conv_bn_pairs", ()))
+        pairs += [(conv, bn) for conv, bn, _ in getattr(type(module), "conv_bn_relu", ())]
         for conv_name, bn_name in pairs:
             conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
             if conv is not None and bn is not None and _foldable(conv, bn):
@@ -58,3 +61,75 @@ def fold_batchnorm(model: nn.Module) -> int:
                 setattr(module, bn_name, nn.Identity())
                 folded += 1
     return folded
+
+
+#: Outputs (positions × channels, before any stride) below which :class:`ConvReLU` calls the
+#: convolution and the ReLU apart: the fused operator sets up its oneDNN primitive on every
+#: call, a few µs more than the plain convolution, which a ReLU pass over fewer values does
+#: not repay (measured on 2 cores, one thread, both precisions: even at about 25 000
+#: outputs, ahead from 100 000; docs/performance.md).
+FUSE_MIN_OUTPUTS = 32768
+
+
+class ConvReLU(nn.Module):
+    """``relu(conv(x))`` as one oneDNN convolution that applies the ReLU as it writes its
+    output (``torch.ops.mkldnn._convolution_pointwise``, the operator torch.compile's CPU
+    backend emits for this pair): one pass over the output instead of two, and one
+    operator call instead of two, the same values bit for bit. At 64 channels, 16×56×96,
+    channels-last: 16.2 against 19.5 ms in float32, 6.8 against 7.4 in bfloat16
+    (docs/performance.md). ``conv`` stays a child, holding the weights."""
+
+    def __init__(self, conv: nn.Conv3d):
+        super().__init__()
+        self.conv = conv
+        # Resolved once: the operator packet's own lookup costs as much as a small conv's setup.
+        self.op = torch.ops.mkldnn._convolution_pointwise.default
+        self.geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv
+        if x.numel() // x.shape[1] * conv.out_channels < FUSE_MIN_OUTPUTS:
+            return torch.relu_(conv(x))
+        return self.op(x, conv.weight, conv.bias, *self.geometry, "relu", [None], "")
+
+
+def fusable(conv: nn.Module) -> bool:
+    """Whether oneDNN computes ``conv`` with a fused ReLU here: a zero-padded 3-D
+    convolution on the CPU in float32, or in bfloat16 where oneDNN has a bfloat16 path
+    (AVX-512 or newer; elsewhere torch computes a bfloat16 convolution without oneDNN)."""
+    if not (isinstance(conv, nn.Conv3d) and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)
+            and conv.weight.device.type == "cpu" and torch.backends.mkldnn.is_available()):
+        return False
+    if conv.weight.dtype == torch.bfloat16:
+        return onednn_bf16()
+    return conv.weight.dtype == torch.float32
+
+
+def onednn_bf16() -> bool:
+    """Whether oneDNN computes bfloat16 convolutions on this CPU."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def fuse_relu(model: nn.Module) -> int:
+    """Replace each 3-D convolution whose output goes straight to a ReLU (a folded
+    BatchNorm, now ``nn.Identity``, between them) by :class:`ConvReLU`, and that ReLU by
+    ``nn.Identity``, in place, where :func:`fusable`; returns how many were fused. The
+    pairs are ``nn.Sequential`` neighbours and a module class's ``conv_bn_relu``."""
+    fused = 0
+    for module in list(model.modules()):
+        triples: list[tuple[str, str | None, str]] = []
+        if isinstance(module, nn.Sequential):
+            names = [name for name, _ in module.named_children()]
+            for i, name in enumerate(names):
+                after = [n for n in names[i + 1:] if not isinstance(module._modules[n], nn.Identity)]
+                if after:
+                    triples.append((name, None, after[0]))
+        triples += list(getattr(type(module), "conv_bn_relu", ()))
+        for conv_name, bn_name, relu_name in triples:
+            conv, relu = getattr(module, conv_name, None), getattr(module, relu_name, None)
+            between = getattr(module, bn_name, None) if bn_name else nn.Identity()
+            if conv is not None and fusable(conv) and isinstance(between, nn.Identity) and isinstance(relu, nn.ReLU):
+                setattr(module, conv_name, ConvReLU(conv))
+                setattr(module, relu_name, nn.Identity())
+                fused += 1
+    return fused

@@ -38,7 +38,8 @@ def _bn(channels: int, momentum: float) -> nn.BatchNorm3d:
 class BasicConv3d(nn.Module):
     """Conv3d (no bias) + BatchNorm3d + ReLU."""
 
-    conv_bn_pairs = (("conv", "bn"),)  # BatchNorm applied to the conv's output: foldable (models/fold.py)
+    # BatchNorm on the conv's output, then ReLU: foldable and fusable (models/fold.py)
+    conv_bn_relu = (("conv", "bn", "relu"),)
 
     def __init__(self, cin: int, cout: int, kernel_size=1, stride=1, padding=0, bn_momentum=1e-3):
         super().__init__()
@@ -53,7 +54,7 @@ class BasicConv3d(nn.Module):
 class SepConv3d(nn.Module):
     """S3D's separable 3-D convolution: spatial (1,k,k) then temporal (k,1,1), each + BN + ReLU."""
 
-    conv_bn_pairs = (("conv_s", "bn_s"), ("conv_t", "bn_t"))
+    conv_bn_relu = (("conv_s", "bn_s", "relu_s"), ("conv_t", "bn_t", "relu_t"))
 
     def __init__(self, cin: int, cout: int, kernel_size: int, stride: int = 1, padding: int = 0,
                  bn_momentum: float = 1e-3):
