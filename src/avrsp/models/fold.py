@@ -16,6 +16,8 @@ what ``inference.prepare`` gives them, a copy.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -75,22 +77,27 @@ class ConvReLU(nn.Module):
     """``relu(conv(x))`` as one oneDNN convolution that applies the ReLU as it writes its
     output (``torch.ops.mkldnn._convolution_pointwise``, the operator torch.compile's CPU
     backend emits for this pair): one pass over the output instead of two, and one
-    operator call instead of two, the same values bit for bit. At 64 channels, 16×56×96,
+    operator call instead of two; the same values (bit for bit where measured,
+    ``tests/test_inference.py`` holds them to float rounding). At 64 channels, 16×56×96,
     channels-last: 16.2 against 19.5 ms in float32, 6.8 against 7.4 in bfloat16
     (docs/performance.md). ``conv`` stays a child, holding the weights."""
 
     def __init__(self, conv: nn.Conv3d):
         super().__init__()
         self.conv = conv
-        # Resolved once: the operator packet's own lookup costs as much as a small conv's setup.
-        self.op = torch.ops.mkldnn._convolution_pointwise.default
         self.geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
         if x.numel() // x.shape[1] * conv.out_channels < FUSE_MIN_OUTPUTS:
             return torch.relu_(conv(x))
-        return self.op(x, conv.weight, conv.bias, *self.geometry, "relu", [None], "")
+        return _conv_pointwise()(x, conv.weight, conv.bias, *self.geometry, "relu", [None], "")
+
+
+@functools.cache
+def _conv_pointwise():
+    # The overload, looked up once: through the operator packet each call costs more.
+    return torch.ops.mkldnn._convolution_pointwise.default
 
 
 def fusable(conv: nn.Module) -> bool:
