@@ -229,11 +229,11 @@ def end_to_end(checkpoint: Path | None, device: str, seconds: float, batch: int,
 
     streams = default_streams(predictor.model)
 
-    def model_alone(passes: int, streams: int) -> float:
-        """Seconds per forward pass, ``streams`` at once as predict runs them, in one run of
-        ``passes`` (shorter runs would each pay their stream threads' start)."""
+    def model_alone(passes: int, at_once: int) -> float:
+        """Seconds per forward pass, ``at_once`` at a time as predict runs them, in one run
+        of ``passes`` (shorter runs would each pay their stream threads' start)."""
         t0 = time.perf_counter()
-        for _ in in_streams(forward, range(passes), streams):
+        for _ in in_streams(forward, range(passes), at_once):
             pass
         sync(device)
         return (time.perf_counter() - t0) / passes
@@ -554,9 +554,9 @@ def targets(result: dict) -> list[tuple[str, str, str, str]]:
                      "≥ 35 %", f"{frac:.0%} ({_gflops(result, best):.0f} of {peak:.0f} GFLOP/s)",
                      "yes" if frac >= 0.35 else "no"))
     for e in result["e2e"]:
-        streams = f", {e['streams']} streams" if e.get("streams", 1) > 1 else ""
-        one = (f"; against the model in one stream {e['predict_fps'] / e['model_one_stream_fps']:.0%}"
-               if e.get("streams", 1) > 1 else "")
+        multi = e.get("streams", 1) > 1  # records from before the streams have neither figure
+        streams = f", {e['streams']} streams" if multi else ""
+        one = f"; against the model in one stream {e['predict_fps'] / e['model_one_stream_fps']:.0%}" if multi else ""
         rows.append((f"predict end to end / model alone ({e['model']}, {e['precision']}, batch {e['batch']}{streams})",
                      "≥ 90 %", f"{e['ratio']:.0%} ({e['predict_fps']:.1f} / {e['model_fps']:.1f} frames/s)" +
                      (f"; at most {e2e_bound(e['output_cpu_ms'], e['cores']):.0%} on {e['cores']} cores"

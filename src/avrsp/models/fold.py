@@ -125,17 +125,14 @@ def fuse_relu(model: nn.Module) -> int:
     fused = 0
     for module in list(model.modules()):
         triples: list[tuple[str, str | None, str]] = []
-        if isinstance(module, nn.Sequential):
-            names = [name for name, _ in module.named_children()]
-            for i, name in enumerate(names):
-                after = [n for n in names[i + 1:] if not isinstance(module._modules[n], nn.Identity)]
-                if after:
-                    triples.append((name, None, after[0]))
+        if isinstance(module, nn.Sequential):  # each child and the next one that is not an Identity
+            kept = [name for name, child in module.named_children() if not isinstance(child, nn.Identity)]
+            triples = [(a, None, b) for a, b in zip(kept, kept[1:])]
         triples += list(getattr(type(module), "conv_bn_relu", ()))
         for conv_name, bn_name, relu_name in triples:
             conv, relu = getattr(module, conv_name, None), getattr(module, relu_name, None)
-            between = getattr(module, bn_name, None) if bn_name else nn.Identity()
-            if conv is not None and fusable(conv) and isinstance(between, nn.Identity) and isinstance(relu, nn.ReLU):
+            folded = bn_name is None or isinstance(getattr(module, bn_name, None), nn.Identity)
+            if conv is not None and fusable(conv) and folded and isinstance(relu, nn.ReLU):
                 setattr(module, conv_name, ConvReLU(conv))
                 setattr(module, relu_name, nn.Identity())
                 fused += 1
