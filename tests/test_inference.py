@@ -147,8 +147,8 @@ def test_background_keeps_order_and_raises_the_first_error():
     assert done == []
 
 
-def _stream_threads_alive() -> bool:
-    return any(t.name.startswith("avrsp-stream") for t in threading.enumerate())
+def _stream_threads() -> set[int]:
+    return {t.ident for t in threading.enumerate() if t.name.startswith("avrsp-stream")}
 
 
 def test_streams_keep_order_share_the_threads_out_and_give_them_back():
@@ -157,7 +157,7 @@ def test_streams_keep_order_share_the_threads_out_and_give_them_back():
 
     def square(i):
         time.sleep(0.01 if i % 3 == 0 else 0)  # later items finish first on the other stream
-        seen[threading.current_thread().name] = torch.get_num_threads()
+        seen[threading.get_ident()] = torch.get_num_threads()
         return i * i
 
     torch.set_num_threads(3)
@@ -168,10 +168,12 @@ def test_streams_keep_order_share_the_threads_out_and_give_them_back():
         t = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
         t.start()
         t.join()
-        assert torch.get_num_threads() == 3 and fresh == [3]  # set back for this thread and for new ones
+        assert torch.get_num_threads() == 3 and fresh == [3]  # unchanged for this thread and for new ones
+        first = set(seen)
+        assert list(in_streams(square, range(6), 2)) == [i * i for i in range(6)]
+        assert set(seen) == first and first <= _stream_threads()  # the same threads, kept between calls
     finally:
         torch.set_num_threads(before)
-    assert not _stream_threads_alive()
 
 
 def test_streams_raise_errors_in_order_and_stop_when_closed_early():
@@ -192,11 +194,19 @@ def test_streams_raise_errors_in_order_and_stop_when_closed_early():
 
     with pytest.raises(OSError, match="disk gone"):
         list(in_streams(lambda i: i, broken(), 2))
-    started = []
-    it = in_streams(started.append, range(10**6), 2)
+    started, active = [], []
+
+    def slow(i):
+        started.append(i)
+        active.append(i)
+        time.sleep(0.05)
+        active.remove(i)
+        return i
+
+    it = in_streams(slow, range(10**6), 2)
     next(it)
     it.close()
-    assert len(started) <= 4 and not _stream_threads_alive()
+    assert len(started) <= 4 and active == []  # closing waited for the running ones
     assert default_streams(torch.nn.Linear(1, 1)) == (2 if torch.get_num_threads() >= 2 else 1)
 
 

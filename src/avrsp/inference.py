@@ -10,6 +10,7 @@ import collections
 import os
 import queue
 import threading
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -335,30 +336,20 @@ def default_streams(model: torch.nn.Module) -> int:
 
 def in_streams(fn: Callable[[_T], _R], items: Iterable[_T], streams: int) -> Iterator[_R]:
     """``fn(item)`` for each item, in order, computed by ``streams`` worker threads at once,
-    torch's CPU threads shared out among them (OpenMP counts are per thread); the
-    calling thread's count, and the process's, are set back afterwards.
+    torch's CPU threads shared out among them (OpenMP counts are per thread; the calling
+    thread's count, and the one new threads start with, stay as they were).
 
     Why: one forward pass over every thread waits at the end of each operator for its
     slowest thread, so when the decoder or the writer takes a core, the other waits too.
     Streams do not wait for each other: on 2 cores ``predict`` ran 1.27× faster with two
     of one thread each (docs/performance.md). At most ``streams`` + 1 items are in
-    flight; closing the iterator early waits for the running ones."""
+    flight; closing the iterator early waits for the running ones. The threads are the
+    process's, kept between calls (:func:`_stream_pool`)."""
     if streams <= 1:
         yield from map(fn, items)
         return
-    threads = torch.get_num_threads()
-    shares = iter([threads // streams + (i < threads % streams) for i in range(streams)])
-    lock = threading.Lock()
-
-    def init() -> None:
-        with lock:
-            # A thread's first call into torch sets its count from the process's last
-            # set_num_threads, so make that call before setting this thread's own.
-            torch.get_num_threads()
-            torch.set_num_threads(max(1, next(shares)))
-
+    pool = _stream_pool(streams)
     pending: collections.deque = collections.deque()
-    pool = ThreadPoolExecutor(streams, thread_name_prefix="avrsp-stream", initializer=init)
     try:
         for item in items:
             pending.append(pool.submit(fn, item))
@@ -369,8 +360,40 @@ def in_streams(fn: Callable[[_T], _R], items: Iterable[_T], streams: int) -> Ite
     finally:
         for f in pending:
             f.cancel()
-        pool.shutdown(wait=True)
-        torch.set_num_threads(threads)
+        futures.wait(pending)
+
+
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+os.register_at_fork(after_in_child=_POOLS.clear)  # a forked child has none of the threads
+
+
+def _stream_pool(streams: int) -> ThreadPoolExecutor:
+    """``streams`` threads sharing out the calling thread's torch thread count, started on
+    first use and kept for the process's life (one set per count; idle threads wait on
+    a queue). Started per call, a new thread's first forward passes ran 1–8 ms slower,
+    which every video paid (docs/performance.md)."""
+    threads = torch.get_num_threads()
+    with _POOLS_LOCK:
+        pool = _POOLS.get((streams, threads))
+        if pool is not None:
+            return pool
+        shares = iter([max(1, threads // streams + (i < threads % streams)) for i in range(streams)])
+
+        def init() -> None:  # in each new thread, one at a time (the submits below)
+            # A thread's first call into torch sets its count from the process's last
+            # set_num_threads, so make that call before setting this thread's own.
+            torch.get_num_threads()
+            torch.set_num_threads(next(shares))
+
+        pool = ThreadPoolExecutor(streams, thread_name_prefix="avrsp-stream", initializer=init)
+        # Every thread starts now: each holds the barrier until all have, so no submit
+        # finds an idle one to reuse.
+        everyone = threading.Barrier(streams)
+        futures.wait([pool.submit(everyone.wait) for _ in range(streams)])
+        torch.set_num_threads(threads)  # the count new threads start with, as it was
+        _POOLS[(streams, threads)] = pool
+        return pool
 
 
 def interpolate_between(maps: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
