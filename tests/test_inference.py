@@ -210,6 +210,61 @@ def test_streams_raise_errors_in_order_and_stop_when_closed_early():
     assert default_streams(torch.nn.Linear(1, 1)) == (2 if torch.get_num_threads() >= 2 else 1)
 
 
+# Blocks of 96 MiB (above glibc's 32 MiB mapping threshold and a thread arena's 64 MiB
+# heap) allocated, filled and freed again and again: how many pages two such rounds fault
+# in, from the main thread and from another.
+_REFAULT = """
+import json, resource, sys, threading
+import torch
+from avrsp.inference import keep_freed_memory
+kept = keep_freed_memory() if sys.argv[1] == "keep" else None
+out = {"kept": kept}
+
+def refault(where):
+    for _ in range(12):  # aligned requests take rounds to settle into the freed blocks (8 seen)
+        x = torch.ones(24 * 2**20)
+        del x
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(2):
+        x = torch.ones(24 * 2**20)
+        del x
+    out[where] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+refault("main")
+t = threading.Thread(target=refault, args=("thread",))
+t.start()
+t.join()
+print(json.dumps(out))
+"""
+
+
+def _refaults(mode: str, **env) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _REFAULT, mode], capture_output=True, text=True, check=True,
+                         env={**os.environ, **env})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_keep_freed_memory_reuses_large_blocks_in_every_thread():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's allocator only")
+    plain = _refaults("plain")
+    if plain["main"] < 5000:
+        pytest.skip(f"this kernel backs fresh mappings with huge pages already ({plain})")
+    kept = _refaults("keep")
+    assert kept["kept"] is True
+    assert kept["main"] < 1000 and kept["thread"] < 1000, (plain, kept)  # 2 × 24 576 pages without
+    assert plain["thread"] > 5000
+    left = _refaults("keep", MALLOC_ARENA_MAX="4")  # the user's own setting stands
+    assert left["kept"] is False and left["main"] > 5000
+
+
 def test_bench_runs_from_the_installed_package(tmp_path):
     """`avrsp bench` lives in the package, so it needs no source checkout: from another
     folder it renders recorded figures, and a bad request is one line."""

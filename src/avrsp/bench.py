@@ -231,7 +231,8 @@ def end_to_end(checkpoint: Path | None, device: str, seconds: float, batch: int,
 
     def model_alone(passes: int, at_once: int) -> float:
         """Seconds per forward pass, ``at_once`` at a time as predict runs them, in one run
-        of ``passes`` (shorter runs would each pay their stream threads' start)."""
+        of ``passes``, as ``predict`` runs one video's (a run's first and last passes
+        leave a stream idle)."""
         t0 = time.perf_counter()
         for _ in in_streams(forward, range(passes), at_once):
             pass

@@ -34,6 +34,8 @@ print(cfg.frames)
 RUN = """
 import sys, time
 from avrsp.cli import main
+from avrsp.inference import keep_freed_memory
+keep_freed_memory()  # as the avrsp command does
 t = time.time()
 rc = main(["predict", sys.argv[1], "--out", sys.argv[2], "--quiet", *sys.argv[3:]])
 seconds = time.time() - t

@@ -632,3 +632,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def entry() -> int:
+    """The ``avrsp`` command (and ``python -m avrsp``): :func:`main` in a process of its
+    own, whose allocator keeps the memory it frees (:func:`avrsp.inference.keep_freed_memory`)."""
+    from .inference import keep_freed_memory
+
+    keep_freed_memory()
+    return main()
