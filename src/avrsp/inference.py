@@ -82,11 +82,11 @@ def keep_freed_memory() -> bool:
 
     Why: glibc maps each block above 32 MiB (a paper-size activation: 33 MiB in bf16 at
     batch 1) on its own and unmaps it when freed, so every forward pass faulted its
-    activations in afresh from zeroed pages: at paper size, batch 1, bf16, 75 000 page
-    faults and 0.14 s of kernel time a window. Kept, paper-size windows ran 1.2–1.6×
-    faster, the peak resident memory up to a quarter higher; the tiny model's many
-    small allocations, from two streams through one arena, ran about a tenth slower
-    (docs/performance.md). A setting of the whole process: the ``avrsp`` command makes
+    activations in afresh from zeroed pages: at paper size, batch 1, bf16, 76 000 page
+    faults and 0.15 s of kernel time a window. Kept, paper-size windows ran 1.2–1.6×
+    faster; the peak resident memory of two streams at batch 4 rose by a quarter (bf16)
+    to two thirds (fp32), and a model of many small operators in two streams, whose
+    allocations now take one lock, ran up to a quarter slower (docs/performance.md). A setting of the whole process: the ``avrsp`` command makes
     it for its own, a program that imports avrsp decides for itself (docs/predict.md)."""
     if sys.platform != "linux" or any(name in os.environ for name in _MALLOC_ENV):
         return False
@@ -418,7 +418,7 @@ def _stream_pool(streams: int) -> ThreadPoolExecutor:
             return pool
         shares = iter([max(1, threads // streams + (i < threads % streams)) for i in range(streams)])
 
-        def init() -> None:  # in each new thread, one at a time (the submits below)
+        def init() -> None:  # in each new thread, before its first task
             # A thread's first call into torch sets its count from the process's last
             # set_num_threads, so make that call before setting this thread's own.
             torch.get_num_threads()
