@@ -2,6 +2,11 @@
 batching that do not change the maps, bf16 maps that agree with fp32 ones, and the
 background threads that overlap decoding and writing with the model."""
 
+import json
+import os
+import platform
+import subprocess
+import sys
 import threading
 import time
 
@@ -13,8 +18,8 @@ import avrsp
 from avrsp.checkpoint import load_model
 from avrsp.config import ConfigError
 from avrsp.data.synth import SynthConfig, generate_video
-from avrsp.inference import (Background, default_streams, in_streams, native_bf16, predict_frames, prefetch, prepare,
-                             resolve_device, resolve_precision, uses_channels_last)
+from avrsp.inference import (_MALLOC_ENV, Background, default_streams, in_streams, native_bf16, predict_frames,
+                             prefetch, prepare, resolve_device, resolve_precision, uses_channels_last)
 from avrsp.media import resize_map, resize_rgb
 from avrsp.models import FUSIONS, fold
 from avrsp.models.fold import FUSE_MIN_OUTPUTS, ConvReLU, onednn_bf16
@@ -239,19 +244,13 @@ print(json.dumps(out))
 
 
 def _refaults(mode: str, **env) -> dict:
-    import json
-    import os
-    import subprocess
-    import sys
-
+    clean = {k: v for k, v in os.environ.items() if k not in _MALLOC_ENV}  # whatever the caller's shell sets
     out = subprocess.run([sys.executable, "-c", _REFAULT, mode], capture_output=True, text=True, check=True,
-                         env={**os.environ, **env})
+                         env={**clean, **env})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_keep_freed_memory_reuses_large_blocks_in_every_thread():
-    import platform
-
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("glibc's allocator only")
     plain = _refaults("plain")

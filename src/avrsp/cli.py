@@ -630,10 +630,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def entry() -> int:
     """The ``avrsp`` command (and ``python -m avrsp``): :func:`main` in a process of its
     own, whose allocator keeps the memory it frees (:func:`avrsp.inference.keep_freed_memory`)."""
@@ -641,3 +637,7 @@ def entry() -> int:
 
     keep_freed_memory()
     return main()
+
+
+if __name__ == "__main__":
+    sys.exit(entry())
