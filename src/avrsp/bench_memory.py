@@ -33,11 +33,9 @@ print(cfg.frames)
 # ru_maxrss it does not carry over the RSS of the process that forked it.
 RUN = """
 import sys, time
-from avrsp.cli import main
-from avrsp.inference import keep_freed_memory
-keep_freed_memory()  # as the avrsp command does
+from avrsp.cli import entry
 t = time.time()
-rc = main(["predict", sys.argv[1], "--out", sys.argv[2], "--quiet", *sys.argv[3:]])
+rc = entry(["predict", sys.argv[1], "--out", sys.argv[2], "--quiet", *sys.argv[3:]])
 seconds = time.time() - t
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 print({"rc": rc, "peak_mib": hwm / 1024, "seconds": seconds})

@@ -630,13 +630,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
 
 
-def entry() -> int:
+def entry(argv: Sequence[str] | None = None) -> int:
     """The ``avrsp`` command (and ``python -m avrsp``): :func:`main` in a process of its
     own, whose allocator keeps the memory it frees (:func:`avrsp.inference.keep_freed_memory`)."""
     from .inference import keep_freed_memory
 
     keep_freed_memory()
-    return main()
+    return main(argv)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from __future__ import annotations
 import collections
 import ctypes
 import os
+import platform
 import queue
-import sys
 import threading
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
@@ -88,13 +88,10 @@ def keep_freed_memory() -> bool:
     to two thirds (fp32), and a model of many small operators in two streams, whose
     allocations now take one lock, ran up to a quarter slower (docs/performance.md). A setting of the whole process: the ``avrsp`` command makes
     it for its own, a program that imports avrsp decides for itself (docs/predict.md)."""
-    if sys.platform != "linux" or any(name in os.environ for name in _MALLOC_ENV):
+    # musl's mallopt does nothing, and other systems have none.
+    if platform.libc_ver()[0] != "glibc" or any(name in os.environ for name in _MALLOC_ENV):
         return False
-    try:
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # glibc's; musl's mallopt does nothing
-    except (OSError, AttributeError):
-        return False
+    libc = ctypes.CDLL(None)
     libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     # One arena: another thread's arena maps a block larger than its 64 MiB heaps on its
     # own whatever M_MMAP_MAX says, and the streams' activations are such blocks.
