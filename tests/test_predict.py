@@ -152,6 +152,25 @@ def test_predict_clip_matches_the_video_path(relevant_videos, precision):
     assert np.corrcoef(big.ravel(), video_map.ravel())[0, 1] > 0.95
 
 
+def test_heatmap_colours_are_matplotlibs_jet_and_the_overlay_blends_them():
+    from matplotlib import colormaps
+
+    from avrsp.predict import colormap, overlay
+
+    def jet(m):
+        return (colormaps["jet"](np.clip(m, 0, 1))[..., :3] * 255).astype(np.uint8)
+
+    # Both sides of [0, 1] and the table's edges; 2-D, as predict passes maps.
+    m = np.concatenate([np.linspace(-0.2, 1.2, 997), [0, 1 / 256, 0.5, 255 / 256, 1]]).astype(np.float32).reshape(-1, 2)
+    assert np.array_equal(colormap(m), jet(m))
+    frame = np.random.default_rng(0).integers(0, 256, (*m.shape, 3), dtype=np.uint8)
+    sal = np.clip(m, 0, None) * 3
+    scaled = sal / sal.max()  # each map is shown against its own maximum
+    a = 0.6 * scaled[..., None]
+    blend = (frame * (1 - a) + jet(scaled) * a).astype(np.uint8)
+    assert np.abs(overlay(frame, sal).astype(int) - blend).max() <= 1  # float32 against float64 rounding
+
+
 def test_stream_counts_below_one_are_refused(tmp_path, capsys):
     with pytest.raises(ValueError, match="streams must be ≥ 1"):
         Predictor(device="cpu", streams=0)
