@@ -22,7 +22,7 @@ from avrsp.inference import (_MALLOC_ENV, Background, default_streams, in_stream
                              prefetch, prepare, resolve_device, resolve_precision, uses_channels_last)
 from avrsp.media import resize_map, resize_rgb
 from avrsp.models import FUSIONS, fold
-from avrsp.models.fold import FUSE_MIN_OUTPUTS, ConvReLU, onednn_bf16
+from avrsp.models.fold import FUSE_MIN_OUTPUTS, SEPARABLE_MIN_INPUTS, ConvReLU, SeparableMaxPool3d, onednn_bf16
 from avrsp.predict import Predictor, default_checkpoint
 from helpers import tiny_inputs
 
@@ -420,6 +420,41 @@ def test_prepare_fuses_every_relu_after_a_3d_conv_and_keeps_the_maps(monkeypatch
         np.testing.assert_allclose(a, b, atol=1e-5)
     else:
         assert min(np.corrcoef(x.ravel(), y.ravel())[0, 1] for x, y in zip(a, b)) >= 0.999
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_separable_max_pooling_is_torchs_bit_for_bit(dtype):
+    """Kernels of radius 1 and 2, flat ones, maps shorter than the kernel, both layouts;
+    above the size where the separable path starts, it is the one that runs."""
+    torch.manual_seed(0)
+    for kernel in (3, (1, 3, 3), (5, 3, 1)):
+        pool = torch.nn.MaxPool3d(kernel, stride=1, padding=tuple(k // 2 for k in torch.nn.modules.utils._triple(kernel)))
+        separable = SeparableMaxPool3d(pool)
+        calls = []
+        pool.register_forward_hook(lambda *_: calls.append(1))
+        for shape in [(2, 3, 1, 2, 9), (1, 40, 6, 30, 40), (2, 8, 16, 28, 48)]:
+            for layout in (torch.contiguous_format, torch.channels_last_3d):
+                x = torch.randn(shape).to(dtype).contiguous(memory_format=layout)
+                x[0, 0, 0, 0, :2] = x.max()  # ties
+                calls.clear()
+                got = separable(x)
+                assert bool(calls) == (x.numel() < SEPARABLE_MIN_INPUTS)
+                assert torch.equal(got, pool(x)) and got.is_contiguous(memory_format=layout)
+    assert 2 * 3 * 2 * 9 < SEPARABLE_MIN_INPUTS <= 2 * 8 * 16 * 28 * 48  # both paths were taken
+
+
+def test_prepare_separates_only_s3ds_stride_one_poolings_and_keeps_the_maps(monkeypatch):
+    model = load_model(default_checkpoint())
+    fast = prepare(model, "cpu", "fp32")
+    separated = [n for n, m in fast.named_modules() if isinstance(m, SeparableMaxPool3d)]
+    assert len(separated) == 9 and all(n.endswith("branch3.0") for n in separated)  # one per Mixed unit
+    assert sum(type(m) is torch.nn.MaxPool3d for m in fast.modules()) == 9 + 4  # theirs, and the strided ones
+    monkeypatch.setattr(fold, "SEPARABLE_MIN_INPUTS", 0)  # every one computed separably
+    monkeypatch.setattr(fold, "separate_max_pools", lambda m: 0)
+    plain = prepare(model, "cpu", "fp32")
+    assert not any(isinstance(m, SeparableMaxPool3d) for m in plain.modules())
+    frames, audio = _clips("relevant", 52, frames=10)
+    np.testing.assert_array_equal(_maps(fast, frames, audio, 2, streams=1), _maps(plain, frames, audio, 2, streams=1))
 
 
 def test_without_a_bfloat16_onednn_prepare_keeps_plain_bf16_convolutions(monkeypatch):

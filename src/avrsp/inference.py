@@ -161,12 +161,14 @@ def prepare(model: AVRSP, device: str | torch.device = "cpu", precision: str = "
     stored channels-last, and :func:`predict_frames` then feeds channels-last clips: the
     faster layout there, and the slower one on an H200 (docs/performance.md); and each
     ReLU that follows a 3-D convolution is computed inside it (``fold`` too,
-    :func:`avrsp.models.fold.fuse_relu`: the same values). ``fold=False`` gives the plain
+    :func:`avrsp.models.fold.fuse_relu`: the same values), and S3D's stride-1 max pooling
+    one axis at a time (:class:`avrsp.models.fold.SeparableMaxPool3d`: the same values,
+    bit for bit). ``fold=False`` gives the plain
     graph, for comparison. Not for training: the folded model has no BatchNorm left to
     train."""
     import copy
 
-    from .models.fold import fold_batchnorm, fuse_relu
+    from .models.fold import fold_batchnorm, fuse_relu, separate_max_pools
 
     device = resolve_device(str(device))
     precision = resolve_precision(precision, device)
@@ -181,6 +183,7 @@ def prepare(model: AVRSP, device: str | torch.device = "cpu", precision: str = "
     model = to_channels_last_3d(model)
     if fold:
         fuse_relu(model)
+        separate_max_pools(model)
     return model
 
 

@@ -1,5 +1,6 @@
 """The inference graph: BatchNorm folded into the convolution before it, and on the CPU
-each ReLU after a 3-D convolution fused into it.
+each ReLU after a 3-D convolution fused into it and S3D's stride-1 max pooling computed
+one axis at a time.
 
 In eval mode a BatchNorm after a convolution is an affine map per output channel,
 y = γ·(conv(x) − μ)/√(σ² + ε) + β, so it can be folded into the convolution's weights and
@@ -21,6 +22,7 @@ import functools
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.utils import _triple
 
 from .neck import memory_format
 
@@ -137,3 +139,67 @@ def fuse_relu(model: nn.Module) -> int:
                 setattr(module, relu_name, nn.Identity())
                 fused += 1
     return fused
+
+
+#: Inputs (elements) below which :class:`SeparableMaxPool3d` calls torch's own pooling:
+#: its seven operators cost more than they save on small maps (measured on 2 cores: ahead
+#: from about 150 000 elements, behind at 50 000; docs/performance.md).
+SEPARABLE_MIN_INPUTS = 131072
+
+
+class SeparableMaxPool3d(nn.Module):
+    """A stride-1 "same" ``nn.MaxPool3d`` (odd kernel, padding kernel // 2) as a maximum
+    along W, then H, then T: the maximum over a box is the maximum of the maxima along
+    each of its axes, so the values are the same, bit for bit, in any precision. Each
+    axis is a copy and two element-wise maxima per unit of radius on shifted slices, in
+    the input's own memory layout. torch's CPU kernel visits all 27 positions of each
+    window and records the winner's index as well: at S3D's Mixed_3c input (256
+    channels, 16×28×48, channels-last) 18.0 against 4.7 ms in bfloat16, 11.6 against
+    6.3 in float32 (docs/performance.md). Its strided poolings are left to torch, which
+    is faster there. ``pool`` stays a child, for smaller inputs."""
+
+    def __init__(self, pool: nn.MaxPool3d):
+        super().__init__()
+        self.pool = pool
+        self.radii = [k // 2 for k in _triple(pool.kernel_size)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() < SEPARABLE_MIN_INPUTS:
+            return self.pool(x)
+        for dim in (4, 3, 2):
+            x = _max_within(x, dim, self.radii[dim - 2])
+        return x
+
+
+def _max_within(x: torch.Tensor, dim: int, radius: int) -> torch.Tensor:
+    """y[i] = max(x[i - radius … i + radius]) along ``dim``, positions beyond the ends left out."""
+    if radius == 0:
+        return x
+    out, n = x.clone(), x.shape[dim]
+    for shift in range(1, min(radius, n - 1) + 1):
+        later, earlier = out.narrow(dim, shift, n - shift), out.narrow(dim, 0, n - shift)
+        torch.maximum(later, x.narrow(dim, 0, n - shift), out=later)
+        torch.maximum(earlier, x.narrow(dim, shift, n - shift), out=earlier)
+    return out
+
+
+def separable(pool: nn.Module) -> bool:
+    """Whether ``pool`` is a max pooling :class:`SeparableMaxPool3d` computes: stride 1,
+    odd kernel, padding half of it, no dilation, no indices."""
+    if not isinstance(pool, nn.MaxPool3d) or pool.return_indices or pool.ceil_mode:
+        return False
+    k, s, p, d = (_triple(v) for v in (pool.kernel_size, pool.stride or pool.kernel_size, pool.padding,
+                                        pool.dilation))
+    return all(ki % 2 == 1 and si == 1 and pi == ki // 2 and di == 1 for ki, si, pi, di in zip(k, s, p, d))
+
+
+def separate_max_pools(model: nn.Module) -> int:
+    """Replace each stride-1 max pooling of ``model`` (:func:`separable`) by
+    :class:`SeparableMaxPool3d`, in place; returns how many."""
+    replaced = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if separable(child):
+                setattr(module, name, SeparableMaxPool3d(child))
+                replaced += 1
+    return replaced
