@@ -331,7 +331,7 @@ def e2e_bound(costs: dict[str, float], cores: int) -> float:
     return costs["model wall"] / max(costs["model wall"], work / cores)
 
 
-def graph_split(name: str, device: str, precision: str, repeats: int = 5) -> dict:
+def graph_split(name: str, device: str, precision: str, repeats: int = 9) -> dict:
     """Batch 1: S3D's four blocks alone against the whole window, in the inference graph
     (``prepare``) and without folding BatchNorm. The two are timed in turn, ``repeats``
     pairs after a warm-up, so that a shared machine's changing load falls on both alike:
@@ -678,15 +678,16 @@ def markdown(results: list[dict]) -> str:
     if splits:
         lines += ["", "## The neck and decoder against the backbone", "",
                   "Batch 1, paper size: S3D's four encoder blocks alone against the whole window, in the inference "
-                  "graph (`prepare`: BatchNorm folded) and with BatchNorm left in, the two timed in turn, 5 pairs "
-                  "(runs without a `ratios` record: 3 passes of each, one after the other); times are medians, "
+                  "graph (`prepare`: BatchNorm folded) and with BatchNorm left in, the two timed in turn, *pairs* "
+                  "times (runs without a `ratios` record: 3 passes of each, one after the other); times are medians, "
                   "*whole / S3D* the median pair's ratio. *GFLOP/s*: the blocks' FLOPs over their time, and "
                   "everything else's FLOPs over the rest of the time.", "",
-                  "| Machine | Config | Precision | S3D blocks | whole | whole / S3D | S3D GFLOP/s | rest GFLOP/s | "
-                  "whole, BatchNorm not folded |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| Machine | Config | Precision | pairs | S3D blocks | whole | whole / S3D | S3D GFLOP/s | "
+                  "rest GFLOP/s | whole, BatchNorm not folded |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r, row in splits:
             lines.append(f"| {r['machine']['label']} | {row['config']} | {row['precision']} | "
-                         f"{row['s3d_s_folded']:.3f} s | {row['whole_s_folded']:.3f} s | {row['ratio']:.2f}× | "
+                         f"{len(row['ratios']) if 'ratios' in row else '—'} | {row['s3d_s_folded']:.3f} s | "
+                         f"{row['whole_s_folded']:.3f} s | {row['ratio']:.2f}× | "
                          f"{row['s3d_gflops_s']:.0f} | {row['rest_gflops_s']:.0f} | {row['whole_s_unfolded']:.3f} s |")
     previews = [r for r in results if "preview" in r]
     if previews:
