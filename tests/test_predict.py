@@ -161,7 +161,8 @@ def test_heatmap_colours_are_matplotlibs_jet_and_the_overlay_blends_them():
         return (colormaps["jet"](np.clip(m, 0, 1))[..., :3] * 255).astype(np.uint8)
 
     # Both sides of [0, 1] and the table's edges; 2-D, as predict passes maps.
-    m = np.concatenate([np.linspace(-0.2, 1.2, 997), [0, 1 / 256, 0.5, 255 / 256, 1]]).astype(np.float32).reshape(-1, 2)
+    m = np.concatenate([np.linspace(-0.2, 1.2, 997), [0, 1 / 256, 0.5, 255 / 256, 1]])
+    m = m.astype(np.float32).reshape(-1, 2)
     assert np.array_equal(colormap(m), jet(m))
     frame = np.random.default_rng(0).integers(0, 256, (*m.shape, 3), dtype=np.uint8)
     sal = np.clip(m, 0, None) * 3
