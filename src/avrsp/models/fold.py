@@ -155,7 +155,7 @@ class SeparableMaxPool3d(nn.Module):
     the input's own memory layout. torch's CPU kernel visits all 27 positions of each
     window and records the winner's index as well: at S3D's Mixed_3c input (256
     channels, 16×28×48, channels-last) 18.0 against 4.7 ms in bfloat16, 11.6 against
-    6.3 in float32 (docs/performance.md). Its strided poolings are left to torch, which
+    6.3 in float32 (docs/performance.md). S3D's strided poolings are left to torch, which
     is faster there. ``pool`` stays a child, for smaller inputs. The maxima write into
     slices (``out=``), which ``torch.compile`` runs eagerly at a graph break (the
     same values; ``fullgraph=True`` refuses them); written without ``out=`` (pairwise
