@@ -86,8 +86,9 @@ def keep_freed_memory() -> bool:
     faults and 0.15 s of kernel time a window. Kept, paper-size windows ran 1.2–1.6×
     faster; the peak resident memory of two streams at batch 4 rose by a quarter (bf16)
     to two thirds (fp32), and a model of many small operators in two streams, whose
-    allocations now take one lock, ran up to a quarter slower (docs/performance.md). A setting of the whole process: the ``avrsp`` command makes
-    it for its own, a program that imports avrsp decides for itself (docs/predict.md)."""
+    allocations now take one lock, ran up to a quarter slower (docs/performance.md). A
+    setting of the whole process: the ``avrsp`` command makes it for its own, a program
+    that imports avrsp decides for itself (docs/predict.md)."""
     # musl's mallopt does nothing, and other systems have none.
     if platform.libc_ver()[0] != "glibc" or any(name in os.environ for name in _MALLOC_ENV):
         return False
