@@ -18,8 +18,9 @@ import avrsp
 from avrsp.checkpoint import load_model
 from avrsp.config import ConfigError
 from avrsp.data.synth import SynthConfig, generate_video
-from avrsp.inference import (_MALLOC_ENV, Background, default_streams, in_streams, native_bf16, predict_frames,
-                             prefetch, prepare, resolve_device, resolve_precision, uses_channels_last)
+from avrsp.inference import (_MALLOC_ENV, Background, GraphedForward, default_streams, in_streams, native_bf16,
+                             predict_frames, prefetch, prepare, resolve_device, resolve_precision,
+                             uses_channels_last)
 from avrsp.media import resize_map, resize_rgb
 from avrsp.models import FUSIONS, fold
 from avrsp.models.fold import FUSE_MIN_OUTPUTS, SEPARABLE_MIN_INPUTS, ConvReLU, SeparableMaxPool3d, onednn_bf16
@@ -72,6 +73,76 @@ def test_cuda_asked_for_without_cuda_is_an_error_not_a_fallback(monkeypatch):
     assert resolve_device("auto") == "cpu"
     with pytest.raises(ConfigError, match="CUDA is not available"):
         resolve_device("cuda:0")
+
+
+class _CPUGraphs:
+    """Stands in for CUDA graph capture on the CPU: a capture records the function and the
+    tensors it was given, and a replay recomputes into the captured output, so a wrapper
+    that forgot to copy its inputs in, or read the wrong rows out, returns wrong maps.
+    ``broken``: replays that write nothing, as a capture gone wrong would."""
+
+    def __init__(self, broken: bool = False):
+        self.captured: list[tuple[int, ...]] = []
+        self.broken = broken
+
+    def __call__(self, fn, inputs):
+        self.captured.append(tuple(inputs[0].shape))
+        out, expected = fn(*inputs), fn(*inputs).clone()
+        out.zero_()  # a captured graph's output holds nothing until its first replay
+        return (lambda: None) if self.broken else (lambda: out.copy_(fn(*inputs))), out, expected
+
+
+def _tiny_prepared():
+    """The built-in model (trained: an untrained one's maps hardly depend on the input)."""
+    torch.manual_seed(0)
+    model = prepare(load_model(default_checkpoint()), "cpu", "fp32")
+    return model, lambda b: [t.contiguous(memory_format=torch.channels_last_3d) if t.dim() == 5 else t
+                             for t in tiny_inputs(model.config, batch=b)]
+
+
+def test_graphed_forward_replays_one_capture_per_shape_and_pads_smaller_batches():
+    model, inputs = _tiny_prepared()
+    graphs = _CPUGraphs()
+    graphed = GraphedForward(model.forward, capture=graphs)
+    with torch.no_grad():
+        for b in (4, 4, 2, 6, 3, 6):  # new data every call; 2 pads into 4, 6 replaces 4, 3 pads into 6
+            clip, audio = inputs(b)
+            torch.testing.assert_close(graphed(clip, audio), model(clip, audio), rtol=1e-5, atol=1e-6)
+        assert graphs.captured[0][0] == 4 and graphs.captured[1][0] == 6 and len(graphs.captured) == 2
+        clip, audio = inputs(4)
+        graphed(clip, audio, return_relevance=True)  # keyword arguments run eagerly
+        small = [t[..., :32, :64].contiguous(memory_format=torch.channels_last_3d) if t.dim() == 5 else t
+                 for t in inputs(2)]
+        torch.testing.assert_close(graphed(*small), model(*small), rtol=1e-5, atol=1e-6)  # another shape
+    graphed(clip, audio)  # gradients on: eagerly
+    assert [c[0] for c in graphs.captured] == [4, 6, 2]
+
+
+def test_a_graph_that_disagrees_with_the_eager_pass_is_reported_once_and_that_shape_runs_eagerly():
+    model, inputs = _tiny_prepared()
+    graphs = _CPUGraphs(broken=True)
+    graphed = GraphedForward(model.forward, capture=graphs)
+    with torch.no_grad():
+        clip, audio = inputs(2)
+        with pytest.warns(RuntimeWarning, match=r"CUDA graph .*\(2, 3, .*disagrees.*eagerly"):
+            torch.testing.assert_close(graphed(clip, audio), model(clip, audio))
+        clip, audio = inputs(2)
+        torch.testing.assert_close(graphed(clip, audio), model(clip, audio))
+    assert len(graphs.captured) == 1
+
+
+def test_cuda_graphs_are_prepares_default_on_cuda_only(tmp_path, capsys):
+    from avrsp.cli import main
+
+    torch.manual_seed(0)
+    assert not isinstance(prepare(avrsp.create_model("avrsp_tiny"), "cpu").forward, GraphedForward)
+    with pytest.raises(ConfigError, match="CUDA graphs need a CUDA device, not 'cpu'"):
+        prepare(avrsp.create_model("avrsp_tiny"), "cpu", graphs=True)
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"")  # never opened: the model is prepared first
+    assert main(["predict", str(video), "--device", "cpu", "--cuda-graphs", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "avrsp: error: CUDA graphs need a CUDA device, not 'cpu'"
 
 
 def test_channels_last_batching_and_streams_do_not_change_the_maps():

@@ -176,7 +176,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = {"data": str(Path(args.data).resolve()), "dataset": args.dataset, "split": args.split_resolved,
                 "precision": args.precision}
     records = run_evaluation(items, out, settings=settings, postprocess=postprocess, batch=args.batch,
-                             streams=args.streams,
+                             streams=args.streams, graphs=args.cuda_graphs,
                              device=args.device, precision=args.precision, save_maps=args.save_maps,
                              seed=args.seed, progress=not args.quiet, figure=args.figure and dist.main, dist=dist)
     if not dist.main:  # the reports are rank 0's, from every process's records
@@ -236,7 +236,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     device = process_device(args.device)  # under torchrun: this process's GPU, or its share of the CPU
     dist = setup_distributed(device)
     predictor = Predictor(args.checkpoint, device=str(device), precision=args.precision, batch=args.batch,
-                          every=args.every, streams=args.streams)
+                          every=args.every, streams=args.streams, graphs=args.cuda_graphs)
     if args.checkpoint is None and dist.main:
         print(built_in_notice(), file=sys.stderr)
     if args.every > 1 and dist.main:
@@ -342,7 +342,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve(args.host, args.port, checkpoint=Path(args.checkpoint) if args.checkpoint else None,
           data=Path(args.data) if args.data else None, workdir=Path(args.workdir) if args.workdir else None,
           max_upload_mb=args.max_upload_mb, device=args.device, precision=args.precision, batch=args.batch,
-          streams=args.streams)
+          streams=args.streams, graphs=args.cuda_graphs)
     return 0
 
 
@@ -420,6 +420,9 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--streams", type=_at_least_one, default=None, metavar="N",
                    help="forward passes at once, sharing the CPU threads (default: 2 on a CPU with 2 threads or "
                         "more, 1 on CUDA; each holds its own activations)")
+    p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                   help="replay each batch's forward pass from a CUDA graph (default: on with CUDA; an error "
+                        "without it)")
 
 
 def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type) -> None:

@@ -229,7 +229,8 @@ def _figure_rows(item: Item, preds: np.ndarray) -> list[tuple]:
 
 def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess: bool, batch: int | None = None,
                    streams: int | None = None, device: str = "auto", precision: str = "auto", save_maps: bool = False,
-                   seed: int = 0, progress: bool = True, figure: bool = False, dist=None) -> list[dict]:
+                   seed: int = 0, progress: bool = True, figure: bool = False, dist=None,
+                   graphs: bool | None = None) -> list[dict]:
     """Predict and score every item, resuming from ``out``; returns the per-video records.
     With ``figure``, ``figure.png`` shows frames, ground truth and predictions of the first
     videos predicted in this run.
@@ -270,7 +271,7 @@ def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess:
             preds = np.load(cache)
         else:
             if item.checkpoint not in models:
-                models[item.checkpoint] = prepare(load_model(item.checkpoint), device, precision)
+                models[item.checkpoint] = prepare(load_model(item.checkpoint), device, precision, graphs=graphs)
             model = models[item.checkpoint]
             bar.set_description(item.key)
             maps = []

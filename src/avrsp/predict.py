@@ -61,10 +61,12 @@ class Predictor:
     preview (up to K× faster; docs/predict.md measures how close); 1 is the exact
     protocol. ``streams``: forward passes at once (default:
     :func:`avrsp.inference.default_streams`, 2 on a CPU with two threads or more).
+    ``graphs``: replay each batch's forward pass from a CUDA graph (default: on CUDA;
+    :class:`avrsp.inference.GraphedForward`).
     """
 
     def __init__(self, checkpoint: str | Path | None = None, device: str = "auto", precision: str = "auto",
-                 batch: int | None = None, every: int = 1, streams: int | None = None):
+                 batch: int | None = None, every: int = 1, streams: int | None = None, graphs: bool | None = None):
         self.checkpoint = Path(checkpoint) if checkpoint else default_checkpoint()
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
@@ -74,7 +76,7 @@ class Predictor:
         self.every = every  # preview mode: the model on every K-th frame, maps between interpolated
         if streams is not None and streams < 1:
             raise ValueError(f"streams must be ≥ 1, got {streams}")
-        self.model = prepare(load_model(self.checkpoint), self.device, self.precision)
+        self.model = prepare(load_model(self.checkpoint), self.device, self.precision, graphs=graphs)
         self.streams = streams or default_streams(self.model)
         self.config = self.model.config
 

@@ -284,7 +284,7 @@ def _allowed(name: str) -> bool:
 
 def create_app(checkpoint: Path | None = None, data: Path | None = None, *, workdir: Path | None = None,
                max_upload_mb: float = 500.0, device: str = "auto", precision: str = "auto", batch: int | None = None,
-               streams: int | None = None):
+               streams: int | None = None, graphs: bool | None = None):
     """The Starlette application (also what the tests drive)."""
     try:
         from starlette.applications import Starlette
@@ -296,7 +296,7 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
     from .evaluate import EvalError, default_postprocess, plan
     from .predict import Predictor, built_in_notice, demo_video
 
-    predictor = Predictor(checkpoint, device=device, precision=precision, batch=batch, streams=streams)
+    predictor = Predictor(checkpoint, device=device, precision=precision, batch=batch, streams=streams, graphs=graphs)
     model_line = (built_in_notice() if checkpoint is None
                   else f"model: {Path(checkpoint).name} ({predictor.config.name})")
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="avrsp-serve-"))
