@@ -381,6 +381,29 @@ def test_e2e_bound_is_the_model_time_or_all_the_work_spread_over_the_cores():
     assert e2e_bound({**outputs, "model": 20.0, "model wall": 10.0}, 4) == 1.0
 
 
+def test_the_gpu_throughput_target_is_the_inference_graphs_best_bf16_row():
+    import json
+    from pathlib import Path
+
+    from avrsp.bench import targets
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    gpu, cpu = (json.loads((results / f"{m}.json").read_text()) for m in ("h200", "cpu"))
+
+    def graph_row(result, rows):
+        result = {**result, "throughput": result["throughput"] + [
+            {"config": "avrsp", "mode": mode, "batch": b, "windows_per_s": w} for mode, b, w in rows]}
+        return [t for t in targets(result) if "inference graph" in t[0]]
+
+    met = graph_row(gpu, [("inference (bf16)", 8, 240.0), ("inference+graphs (bf16)", 4, 310.0),
+                          ("inference+graphs (bf16)", 8, 305.0), ("bf16", 8, 400.0)])
+    assert met == [("avrsp: inference graph in bf16, windows/s (inference+graphs (bf16), batch 4)", "≥ 300",
+                    "310.0", "yes")]
+    assert graph_row(gpu, [("inference+graphs (bf16)", 8, 299.0)])[0][-2:] == ("299.0", "no")
+    assert graph_row(gpu, [("inference (fp32)", 8, 400.0)]) == []  # not the bf16 graph
+    assert graph_row(cpu, [("inference (bf16)", 4, 400.0)]) == []  # the target is the H200's
+
+
 def _with_statistics(model):
     """BatchNorm statistics from one training-mode batch, so folding them matters."""
     for m in model.modules():
