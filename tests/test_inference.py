@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent import futures
 
 import numpy as np
 import pytest
@@ -116,6 +117,24 @@ def test_graphed_forward_replays_one_capture_per_shape_and_pads_smaller_batches(
         torch.testing.assert_close(graphed(*small), model(*small), rtol=1e-5, atol=1e-6)  # another shape
     graphed(clip, audio)  # gradients on: eagerly
     assert [c[0] for c in graphs.captured] == [4, 6, 2]
+
+
+def test_graphed_forward_calls_from_two_threads_take_turns():
+    model, inputs = _tiny_prepared()
+    graphed = GraphedForward(model.forward, capture=_CPUGraphs())
+    batches = [inputs(2) for _ in range(6)]
+    with torch.no_grad():
+        expected = [model(*b) for b in batches]
+        graphed(*batches[0])
+
+        def run(i):
+            with torch.no_grad():  # grad mode is per thread
+                return graphed(*batches[i])
+
+        with futures.ThreadPoolExecutor(2) as pool:
+            for _ in range(3):  # each thread's inputs would otherwise overwrite the other's mid-replay
+                for got, want in zip(pool.map(run, range(len(batches))), expected):
+                    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_a_graph_that_disagrees_with_the_eager_pass_is_reported_once_and_that_shape_runs_eagerly():

@@ -202,7 +202,8 @@ class GraphedForward:
     video's last) is padded into the captured one, whose windows the model computes
     independently in eval mode, so its maps are the same; a larger one is captured anew
     and replaces it. Calls with gradients on or with keyword arguments
-    (``return_relevance``) run eagerly.
+    (``return_relevance``) run eagerly. Calls from several threads (``--streams`` > 1 on
+    CUDA) take turns: a graph has one set of inputs and outputs.
 
     Why: the H200 ran the paper-size network at 5 % of its bf16 peak, launches dominating
     at small batches (docs/performance.md); a replay launches every kernel of the pass
@@ -218,10 +219,15 @@ class GraphedForward:
         self.capture = capture or _capture_cuda
         self.graphs: dict[tuple, tuple] = {}  # shape key → (batch, inputs, replay, output)
         self.refused: set[tuple] = set()
+        self.lock = threading.Lock()
 
     def __call__(self, clip: torch.Tensor, audio: torch.Tensor | None = None, **kwargs):
         if kwargs or torch.is_grad_enabled():
             return self.eager(clip, audio, **kwargs)
+        with self.lock:
+            return self._replayed(clip, audio)
+
+    def _replayed(self, clip: torch.Tensor, audio: torch.Tensor | None) -> torch.Tensor:
         key = (tuple(clip.shape[1:]), clip.dtype, clip.device,
                None if audio is None else (tuple(audio.shape[1:]), audio.dtype))
         if key in self.refused:
@@ -241,7 +247,7 @@ class GraphedForward:
                 import warnings
 
                 warnings.warn(f"CUDA graph of the forward pass for inputs {tuple(clip.shape)}: "
-                              f"{str(e).splitlines()[0]}; running that shape eagerly", RuntimeWarning, stacklevel=2)
+                              f"{str(e).splitlines()[0]}; running that shape eagerly", RuntimeWarning, stacklevel=3)
                 self.refused.add(key)
                 self.graphs.pop(key, None)
                 return self.eager(clip, audio)
