@@ -150,6 +150,21 @@ def test_a_graph_that_disagrees_with_the_eager_pass_is_reported_once_and_that_sh
     assert len(graphs.captured) == 1
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (a lent GPU: pytest -k on_a_gpu)")
+def test_cuda_graphs_give_the_eager_maps_on_a_gpu():
+    import warnings
+
+    frames, audio = _clips("relevant", 41)
+    eager = prepare(load_model(default_checkpoint()), "cuda", "bf16", graphs=False)
+    graphed = prepare(load_model(default_checkpoint()), "cuda", "bf16")
+    assert isinstance(graphed.forward, GraphedForward) and not isinstance(eager.forward, GraphedForward)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a refused capture fails here
+        got = _maps(graphed, frames, audio, 3)  # 20 windows: six batches of 3, the last of 2 padded
+    np.testing.assert_allclose(got, _maps(eager, frames, audio, 3), atol=1e-3)
+    assert len(graphed.forward.graphs) == 1 and not graphed.forward.refused
+
+
 def test_cuda_graphs_are_prepares_default_on_cuda_only(tmp_path, capsys):
     from avrsp.cli import main
 
