@@ -129,44 +129,36 @@ def build(name: str, mode: str, device: str) -> torch.nn.Module:
 def throughput(name: str, batches: list[int], device: str, repeats: int, compile_: bool, log) -> list[dict]:
     """Windows/s of every mode at every batch; with ``compile_``, torch.compile of the
     default path at the largest batch (one compilation)."""
-    rows = []
-    for mode, (dtype, autocast, channels_last) in MODES.items():
-        model = build(name, mode, device)
+    cuda = device.startswith("cuda")
+
+    def per_batch(model, mode: str, channels_last: bool, ctx=contextlib.nullcontext) -> list[dict]:
+        dtype, out = next(model.parameters()).dtype, []
         for i, batch in enumerate(batches):
             clip, audio = inputs(model.config, batch, device, dtype, channels_last)
-            ctx = (lambda: torch.autocast(torch.device(device).type, torch.bfloat16)) if autocast \
-                else contextlib.nullcontext
 
             def step():
                 with torch.no_grad(), ctx():
                     model(clip, audio)
 
-            # A CPU forward at paper size takes seconds: one warm-up per mode is enough there.
-            sec = timed(step, device, repeats, warm_up=i == 0 or device.startswith("cuda"))
-            rows.append({"config": name, "mode": mode, "batch": batch, "windows_per_s": batch / sec})
+            # A CPU forward at paper size takes seconds: one warm-up per mode is enough there
+            # (on CUDA each batch warms up: a new shape is a new graph capture too).
+            sec = timed(step, device, repeats, warm_up=i == 0 or cuda)
+            out.append({"config": name, "mode": mode, "batch": batch, "windows_per_s": batch / sec})
             log(f"  {name:<10} {mode:<12} batch {batch}: {batch / sec:8.2f} windows/s")
-        del model
+        return out
+
+    rows = []
+    for mode, (_, autocast, channels_last) in MODES.items():
+        ctx = (lambda: torch.autocast(torch.device(device).type, torch.bfloat16)) if autocast \
+            else contextlib.nullcontext
+        rows += per_batch(build(name, mode, device), mode, channels_last, ctx)
     # The product's path (predict, evaluate): the inference graph in the precision auto
     # picks, and on CUDA also without the graphs it replays by default.
     precision = resolve_precision("auto", device)
-    cuda = device.startswith("cuda")
     for graphs in (False, True) if cuda else (False,):
-        label = f"inference{'+graphs' if graphs else ''} ({precision})"
-        model = prepare(avrsp.create_model(name), device, precision, graphs=graphs)
-        dtype = next(model.parameters()).dtype
-        for i, batch in enumerate(batches):
-            clip, audio = inputs(model.config, batch, device, dtype, not cuda)
-
-            def step():
-                with torch.no_grad():
-                    model(clip, audio)
-
-            sec = timed(step, device, repeats, warm_up=i == 0 or cuda)  # a new shape is a new capture
-            rows.append({"config": name, "mode": label, "batch": batch, "windows_per_s": batch / sec})
-            log(f"  {name:<10} {label:<12} batch {batch}: {batch / sec:8.2f} windows/s")
-        del model
+        rows += per_batch(prepare(avrsp.create_model(name), device, precision, graphs=graphs),
+                          f"inference{'+graphs' if graphs else ''} ({precision})", not cuda)
     if compile_:
-        precision = resolve_precision("auto", device)
         label = f"compile ({precision}+cl)"
         try:
             model = torch.compile(prepare(avrsp.create_model(name), device, precision, graphs=False))

@@ -12,6 +12,7 @@ import os
 import platform
 import queue
 import threading
+import warnings
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -173,8 +174,8 @@ def prepare(model: AVRSP, device: str | torch.device = "cpu", precision: str = "
 
     device = resolve_device(str(device))
     precision = resolve_precision(precision, device)
-    on_cuda = torch.device(device).type == "cuda"
-    if graphs and not on_cuda:
+    kind = torch.device(device).type
+    if graphs and kind != "cuda":
         raise ConfigError(f"CUDA graphs need a CUDA device, not '{device}'")
     model = copy.deepcopy(model).eval()
     if fold:
@@ -182,8 +183,8 @@ def prepare(model: AVRSP, device: str | torch.device = "cpu", precision: str = "
     model = model.to(device)
     if precision == "bf16":
         model = model.to(torch.bfloat16)
-    if torch.device(device).type != "cpu":
-        if on_cuda and graphs is not False:
+    if kind != "cpu":
+        if kind == "cuda" and graphs is not False:
             model.forward = GraphedForward(model.forward)  # the instance's: a model's type and attributes stay
         return model
     model = to_channels_last_3d(model)
@@ -244,8 +245,6 @@ class GraphedForward:
                 if not torch.allclose(out.float(), expected.float(), rtol=0.0, atol=1e-3):
                     raise RuntimeError("its replay disagrees with the eager forward pass")
             except RuntimeError as e:
-                import warnings
-
                 warnings.warn(f"CUDA graph of the forward pass for inputs {tuple(clip.shape)}: "
                               f"{str(e).splitlines()[0]}; running that shape eagerly", RuntimeWarning, stacklevel=3)
                 self.refused.add(key)
