@@ -396,6 +396,19 @@ def test_bench_runs_from_the_installed_package(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--merge" in proc.stderr
 
 
+def test_each_end_to_end_model_can_have_its_own_video_length():
+    """A paper-size model on the CPU needs a shorter video than the built-in one
+    (`--e2e-models built-in avrsp:2`); a malformed length is one line naming the entry."""
+    from avrsp.bench import parse
+    from avrsp.config import ConfigError
+
+    args = parse(["--device", "cpu", "--e2e-seconds", "30", "--e2e-models", "built-in", "avrsp:2.5"])
+    assert args.e2e_models == [("built-in", 30.0), ("avrsp", 2.5)]
+    for bad in ("avrsp:", "avrsp:two", "avrsp:0", ":3", "avrps:2"):
+        with pytest.raises(ConfigError, match=f"--e2e-models '{bad}'"):
+            parse(["--device", "cpu", "--e2e-models", bad])
+
+
 def test_workers_to_feed_never_rounds_a_needed_worker_away():
     from avrsp.bench import workers_to_feed
 

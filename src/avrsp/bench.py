@@ -276,12 +276,18 @@ def end_to_end(checkpoint: Path | None, device: str, seconds: float, batch: int,
            "ratios": [p / m for p, _, m, _ in per_round], "output_cpu_ms": costs,
            "cores": len(os.sched_getaffinity(0))}
     out["ratio"] = float(np.median(out["ratios"]))
-    log(f"  predict {cfg.name}: {out['predict_fps']:.1f} frames/s end to end, {out['maps_only_fps']:.1f} maps only, "
-        f"model alone {out['model_fps']:.1f} in {streams} stream(s) ({out['ratio']:.0%}, median of "
+    log(f"  predict {cfg.name}: {fps(out['predict_fps'])} frames/s end to end, {fps(out['maps_only_fps'])} maps only, "
+        f"model alone {fps(out['model_fps'])} in {streams} stream(s) ({out['ratio']:.0%}, median of "
         f"{', '.join(f'{x:.0%}' for x in out['ratios'])}), model alone in one stream {one_fps:.1f}")
     log("  CPU ms per frame: " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()) +
         f"; bound on {out['cores']} cores: {e2e_bound(costs, out['cores']):.0%}")
     return out
+
+
+def fps(rate: float) -> str:
+    """A frame rate with two decimals below 10 frames/s (a paper-size model's 1.28 and
+    1.24 are not both "1.3"), one above."""
+    return f"{rate:.2f}" if rate < 10 else f"{rate:.1f}"
 
 
 #: What ``predict`` does per frame besides the model, in the order of the report's columns.
@@ -527,9 +533,9 @@ def run(args) -> dict:
     log(f"  bf16 vs fp32 (built-in model): max |Δ| {result['accuracy']['max_abs_diff']:.3g}, "
         f"CC mean {result['accuracy']['cc_mean']:.4f} min {result['accuracy']['cc_min']:.4f}")
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.e2e_models:
+        for name, seconds in args.e2e_models:
             ckpt = None if name == "built-in" else random_checkpoint(name, Path(tmp))
-            result["e2e"].append(end_to_end(ckpt, device, args.e2e_seconds, args.e2e_batch, log))
+            result["e2e"].append(end_to_end(ckpt, device, seconds, args.e2e_batch, log))
     if not args.no_memory:
         mem = bench_memory.measure(10.0, 60.0, 144, 256, ("--device", device))
         result["memory"] = mem
@@ -576,7 +582,7 @@ def targets(result: dict) -> list[tuple[str, str, str, str]]:
         streams = f", {e['streams']} streams" if multi else ""
         one = f"; against the model in one stream {e['predict_fps'] / e['model_one_stream_fps']:.0%}" if multi else ""
         rows.append((f"predict end to end / model alone ({e['model']}, {e['precision']}, batch {e['batch']}{streams})",
-                     "≥ 90 %", f"{e['ratio']:.0%} ({e['predict_fps']:.1f} / {e['model_fps']:.1f} frames/s)" +
+                     "≥ 90 %", f"{e['ratio']:.0%} ({fps(e['predict_fps'])} / {fps(e['model_fps'])} frames/s)" +
                      (f"; at most {e2e_bound(e['output_cpu_ms'], e['cores']):.0%} on {e['cores']} cores"
                       if "output_cpu_ms" in e else "") + one,
                      "yes" if e["ratio"] >= 0.9 else "no"))
@@ -666,10 +672,10 @@ def markdown(results: list[dict]) -> str:
               "model alone | model alone, one stream | predict / model |", "|---|---|---|---|---|---|" + "---|" * 5]
     for r in results:
         for e in r["e2e"]:
-            one = f"{e['model_one_stream_fps']:.1f}" if "model_one_stream_fps" in e else ""
+            one = fps(e["model_one_stream_fps"]) if "model_one_stream_fps" in e else ""
             lines.append(f"| {r['machine']['label']} | {e['model']} ({e['checkpoint'].split('/')[-1]}) | "
                          f"{e['precision']} | {e['batch']} | {e['frames']} | {e.get('streams', 1)} | "
-                         f"{e['predict_fps']:.1f} | {e['maps_only_fps']:.1f} | {e['model_fps']:.1f} | {one} | "
+                         f"{fps(e['predict_fps'])} | {fps(e['maps_only_fps'])} | {fps(e['model_fps'])} | {one} | "
                          f"{e['ratio']:.0%} |")
     costs = [(r, e) for r in results for e in r["e2e"] if "output_cpu_ms" in e]
     if costs:
@@ -755,9 +761,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
                     help="configs to time under torch.compile (largest batch); default: avrsp on CUDA, none on "
                          "CPU, where compiling avrsp_tiny alone took 5 min (docs/performance.md)")
     ap.add_argument("--no-memory", action="store_true", help="skip the 10 s / 60 s memory measurement")
-    ap.add_argument("--e2e-models", nargs="*", default=None,
-                    help="'built-in' and/or config names (random weights); default: built-in, plus avrsp on CUDA")
-    ap.add_argument("--e2e-seconds", type=float, default=60.0)
+    ap.add_argument("--e2e-models", nargs="*", default=None, metavar="MODEL[:SECONDS]",
+                    help="'built-in' and/or config names (random weights), each with its video's length where "
+                         "--e2e-seconds would take too long (avrsp:2 on the CPU); default: built-in, plus avrsp on "
+                         "CUDA")
+    ap.add_argument("--e2e-seconds", type=float, default=60.0, help="the end-to-end video's length, by default")
     ap.add_argument("--e2e-batch", type=int, default=4)
     ap.add_argument("--quick", action="store_true", help="avrsp_tiny only, batch 1 and 4, 10 s video: a smoke run")
     ap.add_argument("--train", action="store_true",
@@ -774,7 +782,21 @@ def parse(argv: list[str]) -> argparse.Namespace:
         args.compile = ["avrsp"] if resolve_device(args.device).startswith("cuda") else []
     if args.e2e_models is None:
         args.e2e_models = ["built-in"] + (["avrsp"] if resolve_device(args.device).startswith("cuda") else [])
+    args.e2e_models = [e2e_model(spec, args.e2e_seconds) for spec in args.e2e_models]
     return args
+
+
+def e2e_model(spec: str, seconds: float) -> tuple[str, float]:
+    """``MODEL[:SECONDS]`` → (model, the video's length in seconds, ``seconds`` if not given)."""
+    name, sep, length = spec.partition(":")
+    try:
+        value = float(length) if sep else seconds
+    except ValueError:
+        value = float("nan")
+    if name not in ("built-in", *avrsp.list_models()) or not value > 0:
+        raise ConfigError(f"bench: --e2e-models {spec!r}: expected MODEL or MODEL:SECONDS, MODEL 'built-in' or one "
+                          f"of {', '.join(avrsp.list_models())} and SECONDS > 0")
+    return name, value
 
 
 def main(argv: list[str] | None = None) -> int:
