@@ -584,6 +584,19 @@ def test_separable_max_pooling_is_torchs_bit_for_bit(dtype):
     assert 2 * 3 * 2 * 9 < SEPARABLE_MIN_INPUTS <= 2 * 8 * 16 * 28 * 48  # both paths were taken
 
 
+def test_separable_max_pooling_leaves_torch_compile_one_graph():
+    """Its maxima write into slices (``out=``), which dynamo cannot trace: each such call
+    split the window into pieces, and at paper size dynamo compiled every Mixed unit as a
+    frame of its own and gave up after 8 (docs/performance.md). Under torch.compile it
+    calls torch's pooling, which the compiler generates itself. Traced, not compiled: the
+    test takes seconds."""
+    pool = torch.nn.MaxPool3d(3, stride=1, padding=1)
+    x = torch.randn(1, 8, 8, 48, 48).contiguous(memory_format=torch.channels_last_3d)
+    assert x.numel() >= SEPARABLE_MIN_INPUTS  # the separable path, eagerly
+    explained = torch._dynamo.explain(SeparableMaxPool3d(pool))(x)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
+
+
 def test_prepare_separates_only_s3ds_stride_one_poolings_and_keeps_the_maps(monkeypatch):
     model = load_model(default_checkpoint())
     fast = prepare(model, "cpu", "fp32")

@@ -156,11 +156,12 @@ class SeparableMaxPool3d(nn.Module):
     window and records the winner's index as well: at S3D's Mixed_3c input (256
     channels, 16×28×48, channels-last) 18.0 against 4.7 ms in bfloat16, 11.6 against
     6.3 in float32 (docs/performance.md). S3D's strided poolings are left to torch, which
-    is faster there. ``pool`` stays a child, for smaller inputs. The maxima write into
-    slices (``out=``), which ``torch.compile`` runs eagerly at a graph break (the
-    same values; ``fullgraph=True`` refuses them); written without ``out=`` (pairwise
-    maxima and a concatenation) it ran 1.1–2× slower in float32 and no faster in
-    bfloat16."""
+    is faster there. ``pool`` stays a child, for smaller inputs and under
+    ``torch.compile``: the maxima write into slices (``out=``), which dynamo cannot
+    trace, and the graph breaks they made had it compile each of S3D's Mixed units as a
+    frame of its own, giving up after 8 at paper size (docs/performance.md); the
+    compiler generates its own pooling. Written without ``out=`` (pairwise maxima and a
+    concatenation) it ran 1.1–2× slower in float32 and no faster in bfloat16."""
 
     def __init__(self, pool: nn.MaxPool3d):
         super().__init__()
@@ -168,7 +169,7 @@ class SeparableMaxPool3d(nn.Module):
         self.radii = [k // 2 for k in _triple(pool.kernel_size)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() < SEPARABLE_MIN_INPUTS:
+        if x.numel() < SEPARABLE_MIN_INPUTS or torch.compiler.is_compiling():
             return self.pool(x)
         for dim in (4, 3, 2):
             x = _max_within(x, dim, self.radii[dim - 2])
