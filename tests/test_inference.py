@@ -192,10 +192,19 @@ def test_channels_last_batching_and_streams_do_not_change_the_maps():
 def test_bf16_maps_agree_with_fp32_maps():
     """The issue's bar: CC ≥ 0.99 between the built-in model's bf16 and fp32 maps, on
     synthetic clips of both kinds (an untrained network is too chaotic for this:
-    docs/performance.md)."""
+    docs/performance.md). SoundNet stays float32, with the fp32 graph's own weights, not
+    bf16 ones widened back: rounded, they moved a faint frame of the benchmark's clip to
+    CC 0.985."""
+    from avrsp.bench import synthetic_video
+
     m32 = prepare(load_model(default_checkpoint()), "cpu", "fp32")
     m16 = prepare(load_model(default_checkpoint()), "cpu", "bf16")
-    assert {p.dtype for p in m16.parameters()} == {torch.bfloat16}
+    assert {p.dtype for n, p in m16.named_parameters() if not n.startswith("audio_net.")} == {torch.bfloat16}
+    assert all(torch.equal(a, b) for a, b in zip(m16.audio_net.parameters(), m32.audio_net.parameters()))
+    _, video = synthetic_video(4.0, 144, 256, seed=1002, kind="relevant")  # avrsp bench's third clip
+    frames = [resize_rgb(f, (m32.config.height, m32.config.width)) for f in video.frames]
+    a, b = _maps(m32, frames, video.audio, 4), _maps(m16, frames, video.audio, 4)
+    assert min(np.corrcoef(x.ravel(), y.ravel())[0, 1] for x, y in zip(a, b)) >= 0.999
     for kind, seed in (("relevant", 42), ("music", 43)):
         frames, audio = _clips(kind, seed)
         a, b = _maps(m32, frames, audio, 4), _maps(m16, frames, audio, 4)

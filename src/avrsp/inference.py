@@ -159,7 +159,8 @@ def prepare(model: AVRSP, device: str | torch.device = "cpu", precision: str = "
     """The inference graph of ``model``, on ``device`` in eval mode; ``model`` itself is not
     changed. Every BatchNorm is folded into the convolution before it (``fold``,
     models/fold.py: exact in float32); ``bf16`` then casts every weight to bfloat16
-    (``auto`` picks it where the hardware has it). On the CPU, 3-D convolution weights are
+    (``auto`` picks it where the hardware has it), all but SoundNet's, which stays float32
+    as its waveform does. On the CPU, 3-D convolution weights are
     stored channels-last, and :func:`predict_frames` then feeds channels-last clips: the
     faster layout there, and the slower one on an H200 (docs/performance.md); and each
     ReLU that follows a 3-D convolution is computed inside it (``fold`` too,
@@ -182,7 +183,13 @@ def prepare(model: AVRSP, device: str | torch.device = "cpu", precision: str = "
         fold_batchnorm(model)
     model = model.to(device)
     if precision == "bf16":
+        # SoundNet and its waveform stay float32, weights unrounded: in bf16 they moved a
+        # faint map to CC 0.985 against fp32, and float32 costs 0.2 % of the paper-size
+        # window (docs/performance.md, bf16 accuracy).
+        sound = copy.deepcopy(model.audio_net) if getattr(model, "audio_net", None) is not None else None
         model = model.to(torch.bfloat16)
+        if sound is not None:
+            model.audio_net = sound
     if kind != "cpu":
         if kind == "cuda" and graphs is not False:
             model.forward = GraphedForward(model.forward)  # the instance's: a model's type and attributes stay
@@ -565,12 +572,13 @@ def model_inputs(model: AVRSP, unique: np.ndarray, index: np.ndarray,
 
     Every inference path goes through here, so the same frames give the same maps in
     any precision: pixels are scaled to [-1, 1] in float32 and then cast once to the
-    model's dtype, in the memory layout its convolutions are stored in."""
+    model's dtype, in the memory layout its convolutions are stored in. The waveform
+    stays float32; the model casts it to its SoundNet's dtype."""
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
     x = torch.from_numpy(unique).to(device).float().div_(127.5).sub_(1.0).to(dtype)   # U×H×W×3
     # B×T×H×W×3 permuted to B×3×T×H×W is channels-last in memory already.
     clip = x[torch.from_numpy(index).to(device)].permute(0, 4, 1, 2, 3)
     layout = torch.channels_last_3d if uses_channels_last(model) else torch.contiguous_format
-    wave = torch.from_numpy(sound)[:, None].to(device, dtype) if sound is not None else None
+    wave = torch.from_numpy(sound)[:, None].to(device, torch.float32) if sound is not None else None
     return clip.contiguous(memory_format=layout), wave

@@ -172,7 +172,9 @@ class AVRSP(nn.Module):
                 raise ValueError(f"model '{self.config.name}' uses audio: pass audio of shape B×1×L")
             if audio.dim() != 3 or audio.shape[1] != 1:
                 raise ValueError(f"audio must be B×1×L, got {tuple(audio.shape)}")
-            fa = self.audio_proj(self.audio_net(audio).transpose(1, 2))     # B×N_a×C
+            # Each part in its own dtype: inference.prepare keeps SoundNet float32 in a bf16 graph.
+            fa = self.audio_net(audio.to(self.audio_net.conv1.weight.dtype)).transpose(1, 2)
+            fa = self.audio_proj(fa.to(self.audio_proj.weight.dtype))     # B×N_a×C
             fav, relevance = self.fusion(xh[0], fa, return_relevance=return_relevance)
             if self.config.fusion_residual:
                 fav = xh[0] + self.fusion.residual_scale.view(1, -1, 1, 1, 1).to(fav.dtype) * fav
