@@ -278,7 +278,7 @@ def end_to_end(checkpoint: Path | None, device: str, seconds: float, batch: int,
     out["ratio"] = float(np.median(out["ratios"]))
     log(f"  predict {cfg.name}: {fps(out['predict_fps'])} frames/s end to end, {fps(out['maps_only_fps'])} maps only, "
         f"model alone {fps(out['model_fps'])} in {streams} stream(s) ({out['ratio']:.0%}, median of "
-        f"{', '.join(f'{x:.0%}' for x in out['ratios'])}), model alone in one stream {one_fps:.1f}")
+        f"{', '.join(f'{x:.0%}' for x in out['ratios'])}), model alone in one stream {fps(one_fps)}")
     log("  CPU ms per frame: " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()) +
         f"; bound on {out['cores']} cores: {e2e_bound(costs, out['cores']):.0%}")
     return out

@@ -173,8 +173,8 @@ class AVRSP(nn.Module):
             if audio.dim() != 3 or audio.shape[1] != 1:
                 raise ValueError(f"audio must be B×1×L, got {tuple(audio.shape)}")
             # Each part in its own dtype: inference.prepare keeps SoundNet float32 in a bf16 graph.
-            fa = self.audio_net(audio.to(self.audio_net.conv1.weight.dtype)).transpose(1, 2)
-            fa = self.audio_proj(fa.to(self.audio_proj.weight.dtype))     # B×N_a×C
+            fa = self.audio_net(audio.to(_dtype_of(self.audio_net, audio.dtype))).transpose(1, 2)
+            fa = self.audio_proj(fa.to(_dtype_of(self.audio_proj, fa.dtype)))     # B×N_a×C
             fav, relevance = self.fusion(xh[0], fa, return_relevance=return_relevance)
             if self.config.fusion_residual:
                 fav = xh[0] + self.fusion.residual_scale.view(1, -1, 1, 1, 1).to(fav.dtype) * fav
@@ -192,6 +192,11 @@ class AVRSP(nn.Module):
         if return_relevance:
             return saliency, relevance
         return saliency
+
+
+def _dtype_of(module: nn.Module, default: torch.dtype) -> torch.dtype:
+    """The dtype of ``module``'s first parameter, ``default`` if it has none."""
+    return next((p.dtype for p in module.parameters()), default)
 
 
 def to_channels_last_3d(model: nn.Module) -> nn.Module:
