@@ -186,10 +186,9 @@ def prepare(model: AVRSP, device: str | torch.device = "cpu", precision: str = "
         # SoundNet and its waveform stay float32, weights unrounded: in bf16 they moved a
         # faint map to CC 0.985 against fp32, and float32 costs 0.2 % of the paper-size
         # window (docs/performance.md, bf16 accuracy).
-        sound = copy.deepcopy(model.audio_net) if getattr(model, "audio_net", None) is not None else None
-        model = model.to(torch.bfloat16)
-        if sound is not None:
-            model.audio_net = sound
+        for name, part in model.named_children():
+            if name != "audio_net":
+                part.to(torch.bfloat16)
     if kind != "cpu":
         if kind == "cuda" and graphs is not False:
             model.forward = GraphedForward(model.forward)  # the instance's: a model's type and attributes stay
