@@ -11,10 +11,10 @@ from avrsp.checkpoint import save_model
 from avrsp.cli import main
 from avrsp.data.synth import SynthConfig, _write_mp4, generate_video
 from avrsp.inference import predict_frames
-from avrsp.media import MediaWarning, iter_frames, probe, read_audio
+from avrsp.media import MediaError, MediaWarning, iter_frames, probe, read_audio
 from avrsp.predict import Predictor, default_checkpoint, demo_video
 
-from test_media import coloured_frames, write_video
+from test_media import coloured_frames, tone, write_video
 
 # A seed no shipped asset was trained on; rendered at the size of the built-in model's training data.
 CFG = SynthConfig(videos=5, frames=40, height=144, width=256, seed=99)
@@ -150,6 +150,67 @@ def test_predict_clip_matches_the_video_path(relevant_videos, precision):
     assert big.shape == (CFG.height, CFG.width)
     video_map = list(predictor.predict_video(path))[k]
     assert np.corrcoef(big.ravel(), video_map.ravel())[0, 1] > 0.95
+
+
+@pytest.mark.parametrize("every", [1, 4])
+def test_videos_in_one_pipeline_get_the_maps_each_gets_alone(relevant_videos, tmp_path, every):
+    """predict_videos runs the videos through one pipeline; that must change no map, keep a
+    bad file's error to that file, and still say once, at its turn, that a video has no sound."""
+    (a, _), (b, _) = relevant_videos[0], relevant_videos[1]
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    silent = write_video(tmp_path / "silent.mp4", coloured_frames(12, 64, 96))
+    predictor = Predictor(device="cpu", precision="fp32", every=every)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MediaWarning)
+        alone = {path: list(predictor.predict_video(path)) for path in (a, silent, b)}
+    seen = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for path, maps in predictor.predict_videos([a, bad, silent, b]):
+            if path == bad:
+                with pytest.raises(MediaError, match="bad.mp4: cannot open"):
+                    next(maps)
+            else:
+                got = list(maps)
+                assert len(got) == len(alone[path]) and all(np.array_equal(x, y) for x, y in zip(got, alone[path]))
+            seen.append((path, [str(w.message) for w in caught if w.category is MediaWarning]))
+    assert [path for path, _ in seen] == [a, bad, silent, b]
+    assert [len(said) for _, said in seen] == [0, 0, 1, 1] and "silent.mp4: no audio track" in seen[2][1][0]
+
+
+def test_the_next_video_opens_while_this_ones_windows_run(relevant_videos, tmp_path, monkeypatch):
+    """The first video's forward passes wait (up to 20 s each) for the second to be opened.
+    Its 3 batches fit in the pipeline's queues, so a pipeline opens the second video while
+    they wait; one video at a time would open it only after they had run."""
+    import threading
+
+    import avrsp.predict
+
+    a = write_video(tmp_path / "a.mp4", coloured_frames(12, 64, 96), audio=tone(440, 0.5, 22050),
+                    audio_rate=22050, layout="mono")
+    b = relevant_videos[0][0]
+    predictor = Predictor(device="cpu", precision="fp32", batch=4)
+    opened_b = threading.Event()
+    original_probe, original_forward = avrsp.predict.probe, predictor.model.forward
+
+    def probe(path):
+        if path == b:
+            opened_b.set()
+        return original_probe(path)
+
+    waited = []
+
+    def forward(*args, **kwargs):
+        waited.append(opened_b.wait(20))
+        return original_forward(*args, **kwargs)
+
+    monkeypatch.setattr(avrsp.predict, "probe", probe)
+    monkeypatch.setattr(predictor.model, "forward", forward)
+    videos = predictor.predict_videos([a, b])
+    path, maps = next(videos)
+    assert path == a and len(list(maps)) == 12 and len(waited) >= 3 and all(waited)   # a's 3, maybe b's first
+    assert [len(list(maps)) for _, maps in videos] == [CFG.frames]
 
 
 def test_heatmap_colours_are_matplotlibs_jet_and_the_overlay_blends_them():

@@ -228,7 +228,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .distributed import process_device, setup_distributed
     from .media import MediaError
-    from .predict import Predictor, built_in_notice, collect_videos, predict_to_folder
+    from .predict import Predictor, built_in_notice, collect_videos, predict_to_folders
 
     videos = collect_videos(args.videos)
     if args.every < 1:
@@ -246,14 +246,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     names = [v.stem for v in videos]
     failed = 0
     mine = dist.shard(videos)  # under torchrun each process predicts its share; the outputs are per video
-    for video in mine:
-        # One folder per video; videos sharing a name get their parent's name too.
-        target = out / (video.stem if names.count(video.stem) == 1 else f"{video.parent.name}_{video.stem}")
-        try:
-            result = predict_to_folder(predictor, video, target, npz=args.npz, side_by_side=args.side_by_side,
-                                       overlay_video=not args.no_video, progress=not args.quiet)
-        except MediaError as e:  # this video only: the others are still predicted
-            print(f"avrsp: error: {e}", file=sys.stderr)
+    # One folder per video; videos sharing a name get their parent's name too.
+    targets = [out / (v.stem if names.count(v.stem) == 1 else f"{v.parent.name}_{v.stem}") for v in mine]
+    results = predict_to_folders(predictor, mine, targets, npz=args.npz, side_by_side=args.side_by_side,
+                                 overlay_video=not args.no_video, progress=not args.quiet)
+    for (video, result), target in zip(results, targets):
+        if isinstance(result, MediaError):  # this video only: the others are still predicted
+            print(f"avrsp: error: {result}", file=sys.stderr)
             failed += 1
             continue
         fps = result.frames / max(result.seconds, 1e-9)

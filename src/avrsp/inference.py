@@ -442,9 +442,47 @@ def predict_frames(model: AVRSP, frames: FrameSource | Iterable[np.ndarray], n: 
 def _maps(model, frames, n, fps, audio, batch: int, every: int, size, streams: int | None, relevance: bool
           ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None, np.ndarray | None]]:
     """``(k, map, ret_a, ret_v)`` of every frame the model runs on (see :func:`predict_frames`)."""
-    ravf = relevance and model.config.audio and model.config.fusion == "ravf"
+    for _, row in maps_of_videos(model, [(frames, n, fps, audio, size)], batch, every, streams, relevance):
+        if isinstance(row, BaseException):
+            raise row
+        yield row
 
-    def run(item):  # on a stream's own thread, which resizes its maps too
+
+def maps_of_videos(model: AVRSP, videos: Iterable, batch: int = 1, every: int = 1, streams: int | None = None,
+                   relevance: bool = False) -> Iterator[tuple[int, tuple | Exception]]:
+    """``(v, (k, map, ret_a, ret_v))`` for every frame the model runs on, video after video,
+    as :func:`predict_frames` (and with ``relevance``, :func:`predict_frames_with_relevance`)
+    computes them; no interpolation. Each of ``videos`` is ``(frames, n, fps, audio, size)``
+    as those take them, or an exception standing for a video that could not be opened;
+    ``videos`` is read by the background thread, so a generator that opens each video
+    lazily opens the next one while the model runs.
+
+    The videos share one pipeline: the next video's frames are decoded and batched while
+    this one's last batches run, so a list of short videos pays the pipeline's start and
+    end once, not once per video (the first batch waiting for the file to be opened and
+    its frames decoded; one stream idle while the other runs the last batch;
+    docs/performance.md). A batch holds one video's windows only, so each video's maps
+    are the ones it gets on its own. A video that fails (opening it, or its frames part-way)
+    gives ``(v, error)`` after the rows it had, once; the next video follows."""
+    cfg = model.config
+    ravf = relevance and cfg.audio and cfg.fusion == "ravf"
+
+    def batches():  # on the prefetch thread
+        for v, video in enumerate(videos):
+            try:
+                if isinstance(video, BaseException):
+                    raise video
+                frames, n, fps, audio, size = video
+                stream = frames.stream((cfg.height, cfg.width)) if isinstance(frames, FrameSource) else frames
+                for item in _batches(stream, n, cfg.frames, fps, audio, batch, cfg.audio, every):
+                    yield v, size, item
+            except Exception as e:  # this video's: raised where its rows are read
+                yield v, None, e
+
+    def run(tagged):  # on a stream's own thread, which resizes its maps too
+        v, size, item = tagged
+        if isinstance(item, BaseException):
+            return v, [item]
         ws, unique, index, sound = item
         with torch.no_grad():  # grad mode is per thread
             clip, wave = model_inputs(model, unique, index, sound)
@@ -454,11 +492,12 @@ def _maps(model, frames, n, fps, audio, batch: int, every: int, size, streams: i
             else:
                 out, ret = model(clip, wave), [[None] * len(ws)] * 2
             out = out.float().cpu().numpy()
-        return [(w.frame, m if size is None else resize_map(m, size), a, v) for w, m, a, v in zip(ws, out, *ret)]
+        return v, [(w.frame, m if size is None else resize_map(m, size), a, r) for w, m, a, r in zip(ws, out, *ret)]
 
-    batches = _assembled(model, frames, n, fps, audio, batch, every)
-    for rows in in_streams(run, batches, default_streams(model) if streams is None else streams):
-        yield from rows
+    items = prefetch(batches(), 2)
+    for v, rows in in_streams(run, items, default_streams(model) if streams is None else streams):
+        for row in rows:
+            yield v, row
 
 
 def default_streams(model: torch.nn.Module) -> int:
@@ -555,13 +594,6 @@ def predict_frames_with_relevance(model: AVRSP, frames: FrameSource | Iterable[n
     audio tokens and time, float32 on X⁰'s H×W grid; None for models without RAVF.
     ``size`` resizes the maps (not the Ret maps) and ``streams`` is as there."""
     yield from _maps(model, frames, n, fps, audio, batch, 1, size, streams, True)
-
-
-def _assembled(model: AVRSP, frames, n: int | None, fps: float, audio: np.ndarray | None, batch: int,
-               every: int = 1):
-    cfg = model.config
-    stream = frames.stream((cfg.height, cfg.width)) if isinstance(frames, FrameSource) else frames
-    return prefetch(_batches(stream, n, cfg.frames, fps, audio, batch, cfg.audio, every), 2)
 
 
 def model_inputs(model: AVRSP, unique: np.ndarray, index: np.ndarray,

@@ -178,6 +178,11 @@ def iter_frames(path: str | Path, size: tuple[int, int] | None = None) -> Iterat
         c.close()
 
 
+def no_audio_track(path: str | Path) -> str:
+    """What a warning says of a file without sound."""
+    return f"{path}: no audio track; using silence"
+
+
 def read_audio(path: str | Path, sample_rate: int = SOUNDNET_RATE, *, warn: bool = True) -> np.ndarray | None:
     """The first audio track as mono float32 in [-1, 1] at ``sample_rate`` Hz (channels
     averaged, resampled by libswresample), aligned so that sample 0 is the video's start.
@@ -186,7 +191,7 @@ def read_audio(path: str | Path, sample_rate: int = SOUNDNET_RATE, *, warn: bool
     try:
         if not c.streams.audio:
             if warn:
-                warnings.warn(f"{path}: no audio track; using silence", MediaWarning, stacklevel=2)
+                warnings.warn(no_audio_track(path), MediaWarning, stacklevel=2)
             return None
         stream = c.streams.audio[0]
         video_start = 0.0

@@ -9,13 +9,14 @@ Without ``checkpoint`` the model shipped in the package is used (docs/default_mo
 from __future__ import annotations
 
 import functools
+import itertools
 import warnings
 import zipfile
 from dataclasses import dataclass
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import av
 import numpy as np
@@ -23,10 +24,10 @@ import torch
 from PIL import Image
 
 from .checkpoint import load_model
-from .inference import (Background, default_batch, default_streams, model_inputs, predict_frames,
-                        predict_frames_with_relevance, prefetch, prepare, resolve_device, resolve_precision)
-from .media import (SOUNDNET_RATE, MediaError, MediaWarning, clip_audio, iter_frames, probe, read_audio, resize_map,
-                    resize_rgb, write_map_png)
+from .inference import (Background, default_batch, default_streams, interpolate_between, maps_of_videos,
+                        model_inputs, prefetch, prepare, resolve_device, resolve_precision)
+from .media import (SOUNDNET_RATE, MediaError, MediaWarning, clip_audio, iter_frames, no_audio_track, probe,
+                    read_audio, resize_map, resize_rgb, write_map_png)
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 
@@ -118,26 +119,70 @@ class Predictor:
         RAVF's Ret_A / Ret_V for its window on X⁰'s grid (None without RAVF; Fig. 6)."""
         yield from self._predict(path, audio, relevance=True)
 
+    def predict_videos(self, paths: Iterable[str | Path], *, audio: bool = True
+                       ) -> Iterator[tuple[Path, Iterator[np.ndarray]]]:
+        """``(path, its maps)`` per video in order, each video's maps as :meth:`predict_video`
+        gives them, with the videos run through one pipeline: the next video is opened
+        and decoded while this one's last windows run, which a list of short videos
+        gains most from (docs/performance.md). Read each video's maps before asking for
+        the next video (the maps of one left unread are dropped). A video that cannot be
+        read raises MediaError from its own maps, after those it had; the next follows."""
+        for path, rows in self._predict_many(paths, audio, relevance=False):
+            yield path, (m for m, _, _ in rows)
+
     def _predict(self, path: str | Path, audio: bool, relevance: bool):
-        info = probe(path)
-        sound = None
-        if self.uses_audio and audio:
-            try:
-                sound = read_audio(path)
-            except MediaError as e:  # as for a file without sound: the pictures still say a lot
-                warnings.warn(f"{e}; using silence", MediaWarning, stacklevel=3)
+        for _, rows in self._predict_many([path], audio, relevance):
+            yield from rows
+
+    def _predict_many(self, paths: Iterable[str | Path], audio: bool, relevance: bool
+                      ) -> Iterator[tuple[Path, Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]]]:
+        paths = [Path(p) for p in paths]
+        notes: dict[int, str] = {}   # video → why it is predicted with silence, said as it starts
         size = (self.config.height, self.config.width)
-        frames = iter_frames(path, size=size)  # (frame, timestamp): the sound follows each frame's time
-        fps, shape = info.fps or 25.0, (info.height, info.width)
-        if relevance:
-            for _, m, ret_a, ret_v in predict_frames_with_relevance(self.model, frames, None, fps, sound,
-                                                                    batch=self.batch, size=shape,
-                                                                    streams=self.streams):
-                yield m, ret_a, ret_v
-        else:
-            for _, m in predict_frames(self.model, frames, None, fps, sound, batch=self.batch, every=self.every,
-                                       size=shape, streams=self.streams):
-                yield m, None, None
+
+        def opened():  # on the pipeline's thread: the next video opens while this one runs
+            for v, path in enumerate(paths):
+                try:
+                    info = probe(path)
+                    sound = None
+                    if self.uses_audio and audio:
+                        try:
+                            sound = read_audio(path, warn=False)
+                            if sound is None:
+                                notes[v] = no_audio_track(path)
+                        except MediaError as e:  # as for a file without sound: the pictures still say a lot
+                            notes[v] = f"{e}; using silence"
+                    # (frame, timestamp): the sound follows each frame's time
+                    frames = iter_frames(path, size=size)
+                    yield frames, None, info.fps or 25.0, sound, (info.height, info.width)
+                except MediaError as e:
+                    yield e
+
+        every = 1 if relevance else self.every
+        rows = maps_of_videos(self.model, opened(), self.batch, every, self.streams, relevance)
+        for v, group in itertools.groupby(rows, key=lambda row: row[0]):
+            yield paths[v], _video_rows(group, every, notes.pop(v, None))
+
+
+def _video_rows(group: Iterable[tuple[int, tuple | Exception]], every: int, note: str | None
+                ) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
+    """One video's ``(map, ret_a, ret_v)`` per frame from :func:`maps_of_videos`' rows,
+    the frames between computed ones interpolated (preview); its error raised at the end."""
+    if note is not None:
+        warnings.warn(note, MediaWarning, stacklevel=3)
+
+    def computed():
+        for _, row in group:
+            if isinstance(row, BaseException):
+                raise row
+            yield row
+
+    if every > 1:
+        for _, m in interpolate_between((k, m) for k, m, _, _ in computed()):
+            yield m, None, None
+    else:
+        for _, m, ret_a, ret_v in computed():
+            yield m, ret_a, ret_v
 
 
 # ------------------------------------------------------------------ outputs
@@ -400,9 +445,13 @@ class PredictResult:
 
 def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool = False, side_by_side: bool = False,
                       overlay_video: bool = True, progress: bool = True, frames: bool = False, relevance: bool = False,
-                      display_video: bool = False, on_frame: Callable[[int], None] | None = None) -> PredictResult:
+                      display_video: bool = False, on_frame: Callable[[int], None] | None = None,
+                      rows: Iterable[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] | None = None
+                      ) -> PredictResult:
     """Write ``out/maps/%05d.png`` (8-bit), ``out/<stem>_saliency.mp4`` and optionally
     ``out/maps.npz`` for one video. The PNGs hold the map × 255 (the model's own scale).
+    ``rows``: the video's ``(map, ret_a, ret_v)`` from a pipeline of several videos
+    (:func:`predict_to_folders`); by default the video is predicted on its own.
 
     For ``avrsp serve``: ``frames`` also writes ``frames/%05d.jpg`` (at most 640 pixels
     wide), ``relevance`` ``relevance.npz`` (``ret_a``, ``ret_v``: n × X⁰'s grid, for RAVF
@@ -465,7 +514,9 @@ def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool
 
         outputs = Background()
         try:
-            for k, (m, ret_a, ret_v) in enumerate(predictor._predict(video, True, relevance)):
+            if rows is None:
+                rows = predictor._predict(video, True, relevance)
+            for k, (m, ret_a, ret_v) in enumerate(rows):
                 outputs.submit(write, k, m)
                 if relevance:
                     rets.append((ret_a, ret_v))
@@ -505,6 +556,19 @@ def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool
     else:
         work.replace(out)
     return PredictResult(video, out, n, time.time() - t0)
+
+
+def predict_to_folders(predictor: Predictor, videos: list[Path], outs: list[Path], **options
+                       ) -> Iterator[tuple[Path, PredictResult | MediaError]]:
+    """:func:`predict_to_folder` for each video into its ``outs`` folder, the videos run
+    through one pipeline (:meth:`Predictor.predict_videos`): ``(video, result)``, or
+    ``(video, error)`` for a video that failed, whose ``.partial`` folder says why; the
+    next video still runs."""
+    for (video, rows), out in zip(predictor._predict_many(videos, True, False), outs, strict=True):
+        try:
+            yield video, predict_to_folder(predictor, video, out, rows=rows, **options)
+        except MediaError as e:
+            yield video, e
 
 
 def thumbnail_size(width: int, height: int, most: int = 640) -> tuple[int, int]:
