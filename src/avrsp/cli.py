@@ -250,11 +250,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     targets = [out / (v.stem if names.count(v.stem) == 1 else f"{v.parent.name}_{v.stem}") for v in mine]
     results = predict_to_folders(predictor, mine, targets, npz=args.npz, side_by_side=args.side_by_side,
                                  overlay_video=not args.no_video, progress=not args.quiet)
-    for (video, result), target in zip(results, targets):
+    for video, result in results:
         if isinstance(result, MediaError):  # this video only: the others are still predicted
             print(f"avrsp: error: {result}", file=sys.stderr)
             failed += 1
             continue
+        target = result.out
         fps = result.frames / max(result.seconds, 1e-9)
         print(f"{video}: {result.frames} frames in {result.seconds:.1f} s ({fps:.1f} frames/s) → {target}/")
         print(f"  maps: {target / 'maps'}/%05d.png" + (f", {target / 'maps.npz'}" if args.npz else ""))

@@ -442,7 +442,12 @@ def predict_frames(model: AVRSP, frames: FrameSource | Iterable[np.ndarray], n: 
 def _maps(model, frames, n, fps, audio, batch: int, every: int, size, streams: int | None, relevance: bool
           ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None, np.ndarray | None]]:
     """``(k, map, ret_a, ret_v)`` of every frame the model runs on (see :func:`predict_frames`)."""
-    for _, row in maps_of_videos(model, [(frames, n, fps, audio, size)], batch, every, streams, relevance):
+    yield from raising(maps_of_videos(model, [(frames, n, fps, audio, size)], batch, every, streams, relevance))
+
+
+def raising(tagged: Iterable[tuple[int, tuple | Exception]]) -> Iterator[tuple]:
+    """The rows of :func:`maps_of_videos`' ``(v, row)`` pairs, a video's error raised where it comes."""
+    for _, row in tagged:
         if isinstance(row, BaseException):
             raise row
         yield row
@@ -469,9 +474,10 @@ def maps_of_videos(model: AVRSP, videos: Iterable, batch: int = 1, every: int = 
 
     def batches():  # on the prefetch thread
         for v, video in enumerate(videos):
+            if isinstance(video, BaseException):
+                yield v, None, video
+                continue
             try:
-                if isinstance(video, BaseException):
-                    raise video
                 frames, n, fps, audio, size = video
                 stream = frames.stream((cfg.height, cfg.width)) if isinstance(frames, FrameSource) else frames
                 for item in _batches(stream, n, cfg.frames, fps, audio, batch, cfg.audio, every):

@@ -25,7 +25,7 @@ from PIL import Image
 
 from .checkpoint import load_model
 from .inference import (Background, default_batch, default_streams, interpolate_between, maps_of_videos,
-                        model_inputs, prefetch, prepare, resolve_device, resolve_precision)
+                        model_inputs, prefetch, prepare, raising, resolve_device, resolve_precision)
 from .media import (SOUNDNET_RATE, MediaError, MediaWarning, clip_audio, iter_frames, no_audio_track, probe,
                     read_audio, resize_map, resize_rgb, write_map_png)
 
@@ -170,18 +170,11 @@ def _video_rows(group: Iterable[tuple[int, tuple | Exception]], every: int, note
     the frames between computed ones interpolated (preview); its error raised at the end."""
     if note is not None:
         warnings.warn(note, MediaWarning, stacklevel=3)
-
-    def computed():
-        for _, row in group:
-            if isinstance(row, BaseException):
-                raise row
-            yield row
-
     if every > 1:
-        for _, m in interpolate_between((k, m) for k, m, _, _ in computed()):
+        for _, m in interpolate_between((k, m) for k, m, _, _ in raising(group)):
             yield m, None, None
     else:
-        for _, m, ret_a, ret_v in computed():
+        for _, m, ret_a, ret_v in raising(group):
             yield m, ret_a, ret_v
 
 
