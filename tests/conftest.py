@@ -1,6 +1,8 @@
+import importlib.util
 import os
 import random
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,6 +40,18 @@ def _isolated_global_state():
 @pytest.fixture
 def tiny_cfg():
     return avrsp.get_config("avrsp_tiny")
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """Loads ``benchmarks/<name>.py`` (a script, not part of the package) as a module."""
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 def pytest_collection_modifyitems(config, items):

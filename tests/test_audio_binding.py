@@ -1,20 +1,12 @@
 """benchmarks/audio_binding.py: the experiment behind docs/default_model.md's diagnosis."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "audio_binding.py"
-
 
 @pytest.fixture(scope="module")
-def binding():
-    spec = importlib.util.spec_from_file_location("audio_binding", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def binding(benchmark_script):
+    return benchmark_script("audio_binding")
 
 
 def test_oracle_clips_carry_the_sounding_colour_and_the_hit_rule(binding):

@@ -1,9 +1,6 @@
 """benchmarks/profile_inference.py --convolutions: the per-convolution split behind
 docs/performance.md's account of the neck and decoder against S3D's blocks."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -12,15 +9,10 @@ import avrsp
 from avrsp.inference import prepare
 from avrsp.models.fold import ConvReLU
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "profile_inference.py"
-
 
 @pytest.fixture(scope="module")
-def profiler():
-    spec = importlib.util.spec_from_file_location("profile_inference", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def profiler(benchmark_script):
+    return benchmark_script("profile_inference")
 
 
 def test_every_convolution_is_timed_once_with_pytorchs_flop_count(profiler):
