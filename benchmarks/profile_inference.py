@@ -21,6 +21,7 @@ import argparse
 import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -39,9 +40,22 @@ def convolution_modules(model: nn.Module) -> dict[str, nn.Module]:
             if isinstance(m, ConvReLU) or (isinstance(m, nn.modules.conv._ConvNd) and id(m) not in inner)}
 
 
+def _conv(module: nn.Module) -> nn.Module:
+    """The convolution a :class:`ConvReLU` holds, or ``module`` itself."""
+    return module.conv if isinstance(module, ConvReLU) else module
+
+
+def _clocked(module: nn.Module, done: Callable) -> list:
+    """Hooks that call ``done(seconds, module, inputs, output)`` after each call of ``module``."""
+    started: list[float] = []
+    pre = module.register_forward_pre_hook(lambda _m, _inp: started.append(time.perf_counter()))
+    post = module.register_forward_hook(lambda m, inp, out: done(time.perf_counter() - started.pop(), m, inp, out))
+    return [pre, post]
+
+
 def convolution_flops(conv: nn.Module, out: torch.Tensor) -> int:
     """2 × multiply-accumulates of one call that produced ``out``, PyTorch's FLOP count."""
-    conv = conv.conv if isinstance(conv, ConvReLU) else conv
+    conv = _conv(conv)
     return 2 * out.numel() * (conv.in_channels // conv.groups) * conv.weight[0, 0].numel()
 
 
@@ -56,22 +70,12 @@ def convolution_table(model: nn.Module, clip: torch.Tensor, audio: torch.Tensor 
     window sums, :func:`avrsp.models.neck.box_sum3`) count among the other operators."""
     convs = convolution_modules(model)
     calls: dict[str, list[tuple[float, int, tuple, tuple]]] = {n: [] for n in convs}
-    started: dict[str, float] = {}
     blocks: list[float] = []
     whole: list[float] = []
-    hooks = []
-    for name, m in {**convs, "visual": model.visual}.items():
-        def pre(_m, _inp, name=name):
-            started[name] = time.perf_counter()
-
-        def post(m, inp, out, name=name):
-            elapsed = time.perf_counter() - started[name]
-            if name == "visual":
-                blocks.append(elapsed)
-            else:
-                calls[name].append((elapsed, convolution_flops(m, out), tuple(inp[0].shape),
-                                    tuple((m.conv if isinstance(m, ConvReLU) else m).weight.shape)))
-        hooks += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+    hooks = _clocked(model.visual, lambda seconds, *_: blocks.append(seconds))
+    for name, m in convs.items():
+        hooks += _clocked(m, lambda seconds, m, inp, out, name=name: calls[name].append(
+            (seconds, convolution_flops(m, out), tuple(inp[0].shape), tuple(_conv(m).weight.shape))))
     try:
         with torch.no_grad():
             for i in range(warmup + passes):
