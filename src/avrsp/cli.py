@@ -607,6 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .data.datasets import DataError
     from .evaluate import EvalError
     from .media import MediaError
+    from .train import TrainingError
     from .weights import WeightsError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -628,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = _one_line_warning
         try:
             return args.func(args)
-        except (ConfigError, DataError, MediaError, CheckpointError, EvalError, WeightsError) as e:
+        except (ConfigError, DataError, MediaError, CheckpointError, EvalError, WeightsError, TrainingError) as e:
             print(f"avrsp: error: {e}", file=sys.stderr)
             return 2
 

@@ -30,7 +30,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -97,7 +97,8 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 4             # per process; global batch = batch_size × processes × accumulate
     accumulate: int = 1
-    workers: int = 2
+    workers: int = 2                # loader processes (started once per run, never forked; docs/training.md)
+    worker_timeout: float = 300.0   # seconds to wait for a batch before the run stops with an error; 0 = forever
     precision: Literal["fp32", "bf16"] = "fp32"   # bf16 = autocast, CUDA only
     device: str = "auto"
     deterministic: bool = False
@@ -113,8 +114,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "accumulate"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1")
-        if min(self.workers, self.steps_per_epoch, self.checkpoint_every, self.precise_bn) < 0:
-            raise ConfigError("workers, steps_per_epoch, checkpoint_every and precise_bn must be ≥ 0")
+        if min(self.workers, self.steps_per_epoch, self.checkpoint_every, self.precise_bn, self.worker_timeout) < 0:
+            raise ConfigError("workers, worker_timeout, steps_per_epoch, checkpoint_every and precise_bn must be ≥ 0")
         if self.keep_checkpoints < 1:
             raise ConfigError("keep_checkpoints must be ≥ 1")
         if not 0 < self.data.val_fraction < 1:
@@ -253,6 +254,88 @@ def _collate(items: list[dict]) -> dict:
 def _seed_worker(worker_id: int) -> None:
     # Items are seeded by (seed, epoch, index); only torch's own RNG needs a fixed start.
     torch.manual_seed(torch.initial_seed() % 2**31 + worker_id)
+
+
+class TrainingError(Exception):
+    """A run that cannot go on (a stalled or dead loader worker); the message is one line
+    that says how to continue."""
+
+
+class _Plan(torch.utils.data.Sampler):
+    """The keys the loader's next pass reads, set before each pass, so that one pool of
+    workers serves training, precise BatchNorm and validation for the whole run."""
+
+    def __init__(self):
+        self.keys: list[tuple[str, int, int]] = []
+
+    def __iter__(self):
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class _Sets(torch.utils.data.Dataset):
+    """``(name, epoch, index)`` → that item of the named ClipDataset at that epoch. The
+    epoch travels with the key because workers that outlive an epoch keep their own copy
+    of the datasets."""
+
+    def __init__(self, **sets):
+        self.sets = sets
+
+    def __getitem__(self, key: tuple[str, int, int]) -> dict:
+        name, epoch, index = key
+        return self.sets[name].item(index, epoch)
+
+
+def _loader(sets: _Sets, plan: _Plan, cfg: TrainConfig, device: torch.device):
+    """The run's one DataLoader. Its workers are spawned, not forked, and live for the whole
+    run: a forked child inherits the parent's threads' locks but not the threads, and the
+    main process has by then run FFmpeg's threaded scaler (the validation image grid), so
+    a forked worker could wait forever on a lock no thread will release. Spawned workers
+    start from a fresh interpreter on every platform (spawn is also what macOS and
+    Windows use), and starting them once per run keeps their start-up cost off every epoch.
+    The loader draws its workers' seeds from its own generator, not from torch's global
+    RNG, which dropout uses: a resumed run's dropout masks then match the uninterrupted
+    run's."""
+    kwargs: dict[str, Any] = {}
+    if cfg.workers:
+        kwargs = dict(multiprocessing_context="spawn", persistent_workers=True, worker_init_fn=_seed_worker,
+                      timeout=cfg.worker_timeout)
+    return torch.utils.data.DataLoader(sets, batch_size=cfg.batch_size, sampler=plan, num_workers=cfg.workers,
+                                       collate_fn=_collate, pin_memory=device.type == "cuda",
+                                       generator=torch.Generator().manual_seed(cfg.seed), **kwargs)
+
+
+def _batches(loader, plan: _Plan, keys, stalled: Callable[[str], str]):
+    """The loader's batches of ``keys``. A worker that gives no batch within
+    ``worker_timeout``, or dies, ends the run with one line (``stalled(cause)``); an error
+    raised inside a worker (a bad file) reaches the caller as its own one-line error."""
+    from .data.datasets import DataError
+    from .media import MediaError
+
+    plan.keys = list(keys)
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except (DataError, MediaError) as e:
+            text = str(e).strip()
+            if not text.startswith("Caught "):
+                raise
+            # Raised again in this process with the worker's traceback in the message.
+            raise type(e)(text.splitlines()[-1].split(": ", 1)[-1]) from None
+        except RuntimeError as e:
+            text = str(e)
+            if "DataLoader timed out" in text:
+                raise TrainingError(stalled(f"no batch from the data loader's workers in {loader.timeout:g} s "
+                                            "(worker_timeout)")) from None
+            if "DataLoader worker" in text:
+                raise TrainingError(stalled(text.splitlines()[0].rstrip(". "))) from None
+            raise
+        yield batch
 
 
 # ------------------------------------------------------------------ model
@@ -580,12 +663,22 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, log) -> Path:
     val_set = ClipDataset(val_videos, cfg.model.frames, size, audio=cfg.model.audio,
                           clips_per_video=cfg.data.val_clips_per_video, seed=cfg.seed + 1)
     sampler = EpochSampler(len(train_set), cfg.batch_size * cfg.accumulate, dist_, cfg.seed, cfg.steps_per_epoch)
-    loader_args = dict(num_workers=cfg.workers, collate_fn=_collate, worker_init_fn=_seed_worker,
-                       persistent_workers=False, pin_memory=device.type == "cuda")
+    plan = _Plan()
+    loader = _loader(_Sets(train=train_set, val=val_set), plan, cfg, device)
+    saved = {"step": step if resume else None}
+
+    def read(keys, where: str, keep: Callable[[], None] | None = None):
+        """The batches of ``keys``; if the workers stall, ``keep`` saves the position first."""
+        def stalled(cause: str) -> str:
+            if keep is not None:
+                keep()
+            again = (f"the run is saved at step {saved['step']}: 'avrsp train --resume {run}' continues it"
+                     if saved["step"] is not None else "nothing was saved yet: start the run again")
+            return f"{where}: {cause}; {again}"
+        return _batches(loader, plan, keys, stalled)
+
     val_lookup = {(v.dataset, v.name): v for v in val_set.videos}
-    val_idx = list(range(dist_.rank, len(val_set), dist_.world))
-    val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, val_idx), batch_size=cfg.batch_size,
-                                             **loader_args)
+    val_keys = [("val", 0, i) for i in range(dist_.rank, len(val_set), dist_.world)]
     loss_fn = SaliencyLoss(cfg.optim.alpha_cc, cfg.optim.alpha_sim)
     autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.precision == "bf16"
                 else contextlib.nullcontext)
@@ -596,16 +689,17 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, log) -> Path:
     if step == 0:
         # Epoch 0: the starting point's validation scores, the baseline every later row improves on.
         if cfg.precise_bn:
-            _precise_bn(model, train_set, cfg, dist_, loader_args, device, autocast, epoch=-1)
-        val = validate(model, val_loader, loss_fn, device, autocast, dist_, val_lookup)
+            recompute_bn_stats(model, read(_precise_bn_keys(train_set, cfg, dist_, epoch=-1), "epoch 0 (precise "
+                                                                                                 "BatchNorm)"),
+                               device, autocast, cfg, dist_)
+        val = validate(model, read(val_keys, "epoch 0 (validation)"), loss_fn, device, autocast, dist_, val_lookup)
         logs.epoch({"epoch": 0, "step": 0, "lr": cfg.optim.lr, **{f"train_{k}": math.nan for k in
                     ("loss", "kl", "cc", "sim")}, **{f"val_{k}": v for k, v in val.items()}, "seconds": 0.0}, None)
         log(f"epoch 0 (start): val loss {val['loss']:.4f}, val CC {val['cc']:.3f}, SIM {val['sim']:.3f}")
 
     for epoch in range(start_epoch, cfg.epochs):
-        train_set.set_epoch(epoch)
         sampler.set_epoch(epoch, start_batch if epoch == start_epoch else 0)
-        loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, **loader_args)
+        where = f"epoch {epoch + 1}/{cfg.epochs}"
         model.train()
         _set_frozen_eval(model, cfg)
         totals = torch.zeros(4, dtype=torch.float64)
@@ -615,7 +709,14 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, log) -> Path:
                    disable=not (progress and dist_.main), dynamic_ncols=True)
         micro = 0
         batch_index = sampler.skip_batches
-        for batch in loader:
+
+        def keep_position() -> None:  # the steps done so far (one process: a torchrun's ranks could disagree)
+            if dist_.world == 1:
+                save_checkpoint(run, model, optimizer, scheduler, epoch=epoch, batch=batch_index, step=step,
+                                best=best, keep=cfg.keep_checkpoints)
+                saved["step"] = step
+
+        for batch in read([("train", epoch, i) for i in sampler], where, keep_position):
             clip = batch["clip"].to(device, non_blocking=True)
             audio = batch["audio"].to(device, non_blocking=True) if "audio" in batch else None
             target = batch["map"].to(device, non_blocking=True)
@@ -647,14 +748,17 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, log) -> Path:
                 if dist_.main:
                     save_checkpoint(run, model, optimizer, scheduler, epoch=epoch, batch=batch_index, step=step,
                                     best=best, keep=cfg.keep_checkpoints)
+                    saved["step"] = step
         bar.close()
         if dist_.world > 1:
             _check_in_sync(model, device)
         if cfg.precise_bn:
-            _precise_bn(model, train_set, cfg, dist_, loader_args, device, autocast, epoch)
+            recompute_bn_stats(model, read(_precise_bn_keys(train_set, cfg, dist_, epoch), f"{where} (precise "
+                                                                                          "BatchNorm)"),
+                               device, autocast, cfg, dist_)
         # The unwrapped model: DDP's forward broadcasts buffers, and ranks hold unequal
         # numbers of validation clips, so a DDP forward here could deadlock.
-        val = validate(model, val_loader, loss_fn, device, autocast, dist_, val_lookup)
+        val = validate(model, read(val_keys, f"{where} (validation)"), loss_fn, device, autocast, dist_, val_lookup)
         scheduler.step(val["loss"])
         done = max(n_batches - (start_batch if epoch == start_epoch else 0), 1) * cfg.accumulate
         row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
@@ -665,6 +769,7 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, log) -> Path:
             best = min(best, val["loss"])
             path = save_checkpoint(run, model, optimizer, scheduler, epoch=epoch + 1, batch=0, step=step,
                                    best=best, keep=cfg.keep_checkpoints)
+            saved["step"] = step
             if improved:
                 atomic_write(run / "best.safetensors", lambda tmp, path=path: shutil.copyfile(path, tmp))
             grid = prediction_grid(model, val_set, cfg.log_images, device, autocast) if cfg.log_images else None
@@ -679,13 +784,13 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, log) -> Path:
     return run
 
 
-def _precise_bn(model, train_set, cfg: TrainConfig, dist_: Dist, loader_args: dict, device, autocast,
-                epoch: int) -> None:
-    # Its own seeded order (seed + 17, epoch), so a resumed run recomputes the same statistics.
+def _precise_bn_keys(train_set, cfg: TrainConfig, dist_: Dist, epoch: int) -> list[tuple[str, int, int]]:
+    """The training clips precise BatchNorm reads after ``epoch`` (-1: before the first),
+    in their own seeded order (seed + 17, epoch), so a resumed run recomputes the same
+    statistics."""
     sampler = EpochSampler(len(train_set), cfg.batch_size, dist_, cfg.seed + 17, cfg.precise_bn)
     sampler.set_epoch(epoch + 1)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, **loader_args)
-    recompute_bn_stats(model, loader, device, autocast, cfg, dist_)
+    return [("train", max(epoch, 0), i) for i in sampler]
 
 
 def _check_in_sync(model: AVRSP, device: torch.device) -> None:

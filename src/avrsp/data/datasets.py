@@ -490,10 +490,14 @@ class ClipDataset(torch.utils.data.Dataset):
         return int(rng.choice(valid))
 
     def __getitem__(self, i: int) -> dict:
+        return self.item(i, self.epoch)
+
+    def item(self, i: int, epoch: int) -> dict:
+        """Item ``i`` of ``epoch`` (``dataset[i]`` is item ``i`` of the epoch last set)."""
         from ..windows import window
 
         video = self.videos[i % len(self.videos)]
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        rng = np.random.default_rng([self.seed, epoch, i])
         k = self._target(video, rng)
         n = len(video)
         w = window(k, self.frames, lambda j: j < n)
