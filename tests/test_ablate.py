@@ -1,171 +1,190 @@
-"""`avrsp ablate` (issue 9): the study's variants, runs, resumption and report."""
+"""`avrsp ablate`: the fusion study's rows, runs, records, measures and report."""
 
 import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 import avrsp.ablate as ab
+from avrsp.ablate_report import RULE_SE, mean_se, paired
+from avrsp.ablate_score import ScoringSet, primary, roc_auc, score_model, summarise
 from avrsp.cli import main
-from avrsp.config import ConfigError
+from avrsp.config import ConfigError, from_dict, read_yaml
 
-TINY = ["videos=12", "frames=12", "height=72", "width=128", "stage1_epochs=1", "stage1_steps=2", "stage2_epochs=1",
-        "stage2_steps=2", "batch_size=2", "precise_bn=1", "probe_steps=20", "eval_videos=2", "workers=0",
-        "device=cpu", "seeds=[0,1]", "tables=[V]"]
-FULL, VISUAL = ab.run_name({}), ab.run_name({"audio": False})
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["videos=24", "frames=12", "height=72", "width=128", "input_size=[64,96]", "stage1_steps=2",
+        "attended_steps=2", "all_steps=2", "batch_size=2", "precise_bn=1", "front_end_steps=3", "dev_videos=1",
+        "score_frames=10", "device=cpu"]
 
 
-@pytest.mark.parametrize("name", ["ablations_reduced", "ablations_full"])
-def test_shipped_study_configs_parse(name):
-    from pathlib import Path
-
-    from avrsp.config import from_dict, read_yaml
-
-    path = Path(__file__).resolve().parents[1] / "configs" / "studies" / f"{name}.yaml"
+def test_the_shipped_study_config_parses_and_has_power():
+    path = REPO / "configs" / "studies" / "fusion.yaml"
     study = from_dict(ab.StudyConfig, read_yaml(path), where=str(path))
     study.validate()
-    if name == "ablations_reduced":  # the file and the defaults of `avrsp ablate` are the same study
-        assert study == ab.StudyConfig()
-    assert len(study.seeds) >= 3
+    assert len(study.seeds) >= 3 and study.test_videos >= 48
+    assert {"visual", "add", "concat", "ravf", "ravf_plain", "ravf_scratch"} <= set(study.rows)
+    assert study.dev_seed != study.test_seed and study.data_seed not in (study.dev_seed, study.test_seed)
 
 
-def test_equal_networks_share_runs_and_each_table_keeps_its_rows():
-    reduced, full = ab.StudyConfig(), ab.StudyConfig(table4_modes=("V", "AV"))
-    # Table III: 8 rows; Table IV: 0–4 pairs (3 = the full model); Table V: 5 other fusions.
-    assert len(ab.variants(reduced)) == 8 + 4 + 5
-    assert len(ab.variants(full)) == 8 + 8 + 5
-    assert ab.run_name({"num_pairs": 3}) == ab.run_name({"fusion": "ravf"}) == FULL
-    assert ab.run_name({"audio": False, "fusion": "mbt"}) == VISUAL  # fusion is unused without audio
-    assert [label for label, _ in ab.rows(reduced, "IV")] == [f"AV {n} pairs" for n in range(5)]
-    with pytest.raises(ConfigError, match="only"):
-        ab.variants(ab.StudyConfig(only=("nonsense",)))
+def test_no_two_rows_are_the_same_network_trained_the_same_way():
+    study = ab.StudyConfig()
+    keys = [ab.network_key(study, name) for name in ab.ROWS]
+    assert len(set(keys)) == len(keys)
+    # Every fusion row shares the full model's stage 1; MS and MRG off is another visual network.
+    assert {ab.stage1_name(study, n) for n in ab.ROWS if n != "ravf_plain"} == {ab.stage1_name(study, "ravf")}
+    assert ab.stage1_name(study, "ravf_plain") != ab.stage1_name(study, "ravf")
+    # Without audio the fusion is unused: the visual row names no fusion of its own.
+    assert ab.row_config(study, "visual").audio is False
+    with pytest.raises(ConfigError, match="rows"):
+        ab.StudyConfig(rows=("nonsense",)).validate()
 
 
-def test_study_runs_resumes_and_reports(tmp_path, monkeypatch, capsys):
-    out, md = tmp_path / "study", tmp_path / "results.md"
-    args = ["ablate", f"out={out}", *TINY, f"only=[{FULL},{VISUAL},{ab.run_name({'fusion': 'add'})}]",
-            "--write", str(md)]
-    md.write_text("# Results\n\nHand-written discussion that must survive.\n")
+def test_a_study_runs_in_two_jobs_records_every_measure_resumes_and_reports(tmp_path, monkeypatch, capsys):
+    out, records, md = tmp_path / "out", tmp_path / "records", tmp_path / "results.md"
+    md.write_text("# Results\n\nThe protocol, written before any test video was scored.\n")
+    args = ["ablate", f"out={out}", f"records={records}", *TINY, "seeds=[0,1]", "rows=[visual,add,ravf,ravf_plain]",
+            "jobs=2", "--write", str(md)]
     assert main(args) == 0
-    results = ab.load_results(out)
-    add = ab.run_name({"fusion": "add"})
-    assert sorted((r["variant"], r["seed"]) for r in results) == sorted(
-        (v, s) for v in (FULL, VISUAL, add) for s in (0, 1))
-    # One stage 1 per seed serves all three variants: they share the visual network.
-    assert sorted(p.parent.name for p in (out / "runs" / "stage1").glob("*/seed*/done")) == ["seed0", "seed1"]
-    assert (out / "probe" / "soundnet.safetensors").is_file()
+    files = sorted((records / "dev").glob("*.json"))
+    assert [f.name for f in files] == sorted(f"{r}_seed{s}.json" for r in ("add", "ravf", "ravf_plain", "visual")
+                                              for s in (0, 1))
+    recs = [json.loads(f.read_text()) for f in files]
+    for r in recs:
+        assert set(r["kinds"]) == {"relevant", "mixed", "offscreen", "music"}
+        for kind, m in r["kinds"].items():
+            assert m["videos"] == 1 and -1 <= m["cc_sound"] <= 1 and -1 <= m["agreement"] <= 1
+            hits = ("hits_sound", "hits_silence") if kind in ("relevant", "mixed") else ("cue_hits_sound",
+                                                                                         "cue_hits_silence")
+            assert all(0 <= m[h] <= 1 for h in hits)
+        assert r["commit"] and r["machine"] and r["seconds"]["score"] > 0 and r["recipe"]["videos"] == 24
+        assert ("ret_auc" in r) == r["row"].startswith("ravf")
+        if r["row"] == "visual":  # silence is measured, not copied: a deaf model's maps do not move
+            assert all(m["agreement"] == pytest.approx(1.0) and m["cc_gain"] == 0 for m in r["kinds"].values())
+    # One stage 1 per (visual network, seed): the fusion rows share one, MS and MRG off has its own.
+    stage1 = out / "runs" / "stage1"
+    done = sorted(str(p.parent.relative_to(stage1)) for p in stage1.glob("*/seed*/done"))
+    assert done == sorted(f"{ab.stage1_name(ab.StudyConfig(), n)}/seed{s}" for n in ("ravf", "ravf_plain")
+                          for s in (0, 1))
+    # The audio rows' SoundNet is the front-end's, tensor for tensor (frozen through stage 2).
     from safetensors.torch import load_file
 
-    stage1 = load_file(str(out / "runs" / "stage1" / ab.visual_name({}) / "seed0" / "best.safetensors"))
-    for r in results:
-        sound = r["scores"]["sound"]
-        assert {"relevant", "music"} <= set(sound) and all(-1 <= sound[k]["cc"] <= 1 for k in ("relevant", "music"))
-        assert 0 <= r["hits"]["sound"] <= 1 and 0 <= r["hits"]["silence"] <= 1
-        if r["variant"] == VISUAL:
-            assert "silence" not in r["scores"] and "ret" not in r and r["hits"]["sound"] == r["hits"]["silence"]
-            continue
-        # Silence on both kinds, another video's music on music videos only; agreement of maps in [-1, 1].
-        assert set(r["scores"]["silence"]) == {"relevant", "music"} and set(r["scores"]["other"]) == {"music"}
-        assert all(-1 <= r["music_agreement"][c] <= 1 for c in ("silence", "other"))
-        if r["variant"] == FULL:  # Ret per test video, and the AUC separating the kinds
-            assert len(r["ret"]) == 4 and {v["kind"] for v in r["ret"]} == {"relevant", "music"}
-            assert 0 <= r["ret_a_auc"] <= 1 and 0 <= r["ret_v_auc"] <= 1
-        else:
-            assert "ret" not in r
-    # Stage 2 started from stage 1: a visual tensor stage 2 cannot have moved far is the same at the start.
-    assert set(stage1) <= set(load_file(str(out / "runs" / FULL / "seed0" / "best.safetensors")))
+    front = load_file(out / "front_end" / "soundnet.safetensors")
+    final = load_file(out / "runs" / "ravf" / "seed0" / "all" / "best.safetensors")
+    assert all(torch.equal(final[f"audio_net.{k}"], v) for k, v in front.items())
+    # The report keeps the hand-written protocol and shows mean ± s.e. of the records.
     text = md.read_text()
-    assert "Hand-written discussion that must survive." in text
-    # The report names where the seconds were measured.
-    assert {r["machine"] for r in results} == {ab.machine_label("cpu")} and ab.machine_label("cpu") in text
-    # The RAVF row's relevant-CC cell is the mean ± sample std of the two seeds' figures.
-    ccs = [r["scores"]["sound"]["relevant"]["cc"] for r in results if r["variant"] == FULL]
-    assert f"{np.mean(ccs):.3f} ± {np.std(ccs, ddof=1):.3f}" in text
-    gains = [r["scores"]["sound"]["relevant"]["cc"] - r["scores"]["silence"]["relevant"]["cc"]
-             for r in results if r["variant"] == FULL]
-    assert f"{np.mean(gains):.3f} ± {np.std(gains, ddof=1):.3f}" in text
-    assert (md.parent / "results" / "tablev.png").stat().st_size > 0
-    assert (md.parent / "results" / "fig6_ret.png").stat().st_size > 0
-
-    # Finished runs are not trained again; the report is regenerated between its markers.
+    assert "The protocol, written before any test video was scored." in text
+    uses = [r["primary"]["uses_sound"] * 100 for r in recs if r["row"] == "ravf"]
+    assert f"{np.mean(uses):.1f} ± {np.std(uses, ddof=1) / math.sqrt(2):.1f}" in text
+    assert (md.parent / "results" / "fusion_primary.png").stat().st_size > 0
+    # A finished study trains nothing again, and the report is regenerated between its markers.
     monkeypatch.setattr("avrsp.train.train", lambda *a, **k: pytest.fail("trained again"))
-    assert main(args) == 0
+    assert main(args[:-3] + ["jobs=1", "--write", str(md)]) == 0
     assert md.read_text().count("avrsp ablate: begin") == 1
-    # Settings that change how runs are made cannot share the folder; more seeds can.
+    # A setting that changes how runs are made cannot share the folder.
     capsys.readouterr()
-    assert main([a if a != "stage2_steps=2" else "stage2_steps=3" for a in args]) == 2
-    assert "stage2_steps" in capsys.readouterr().err
-    saved = json.loads((out / "study.json").read_text())
-    assert saved["stage2_steps"] == 2
-    # A report covers its own variants and seeds only, though the folder holds more runs.
-    narrow = [a for a in args if not a.startswith(("only=", "seeds="))] + ["only=[" + FULL + "]", "seeds=[1]"]
-    assert main(narrow + ["--report-only"]) == 0
-    text = md.read_text()
-    assert "from 1 stage-2 run and" in text and "| add | – |" in text
+    assert main([a if a != "attended_steps=2" else "attended_steps=3" for a in args]) == 2
+    assert "attended_steps" in capsys.readouterr().err
+
+
+def test_scoring_counts_hits_on_the_sounding_disc_with_and_without_sound():
+    """A stand-in that peaks on the disc whose colour the sounding pitch names, when that
+    colour is on screen, and on the disc that moved most otherwise: with the sound its
+    map is on the sounding disc in (nearly) every relevant and mixed frame, with silence
+    far less often; an off-screen tone names no disc on screen, so its maps are the
+    silent ones exactly (agreement 1), while a relevant video's are not."""
+    scoring = ScoringSet(seed=11, videos=2, frames=20, height=72, width=128, every=3)
+    m = score_model(_Oracle(), scoring)
+    for kind in ("relevant", "mixed"):
+        k = m["kinds"][kind]
+        assert k["hits_sound"] >= 0.85 and k["hits_silence"] <= k["hits_sound"] - 0.3, (kind, k)
+        assert k["agreement"] < 0.9
+    assert m["kinds"]["offscreen"]["agreement"] == pytest.approx(1.0) and m["kinds"]["offscreen"]["cue_change"] == 0
+    assert primary(m)["uses_sound"] == pytest.approx(np.mean(
+        [v["hits_sound"] - v["hits_silence"] for v in m["videos"] if v["kind"] in ("relevant", "mixed")]))
+
+
+class _Oracle(nn.Module):
+    """Peaks on the disc whose palette pitch dominates the window's sound if that colour
+    is on screen, else on the disc that moved most over the clip."""
+
+    def __init__(self):
+        super().__init__()
+        from avrsp import get_config
+
+        self.config = get_config("avrsp_tiny", height=64, width=96, frames=8, fusion="add")
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, clip, audio, return_relevance=False):
+        from avrsp.data.synth import PALETTE
+
+        out = []
+        for c, a in zip(clip, audio):
+            rgb = ((c[:, -1].permute(1, 2, 0) + 1) * 127.5).numpy()
+            prev = ((c[:, -2].permute(1, 2, 0) + 1) * 127.5).numpy()
+            spec = np.abs(np.fft.rfft(a[0].numpy()))
+            hz = np.argmax(spec) * 22050 / len(a[0])
+            colour = min(range(len(PALETTE)), key=lambda j: abs(PALETTE[j][1] - hz))
+            heard = spec.max() > 1e3 and abs(PALETTE[colour][1] - hz) < 15
+            centres = {}
+            for j, (col, _) in enumerate(PALETTE):
+                mask = np.all(np.abs(rgb - np.array(col)) < 40, -1)
+                before = np.all(np.abs(prev - np.array(col)) < 40, -1)
+                if mask.sum() > 10 and before.sum() > 10:
+                    ys, xs = np.nonzero(mask)
+                    y0, x0 = np.nonzero(before)
+                    centres[j] = (ys.mean(), xs.mean(), np.hypot(ys.mean() - y0.mean(), xs.mean() - x0.mean()))
+            if heard and colour in centres:
+                y, x, _ = centres[colour]
+            else:
+                y, x, _ = max(centres.values(), key=lambda t: t[2])
+            yy, xx = np.mgrid[0:rgb.shape[0], 0:rgb.shape[1]]
+            out.append(torch.from_numpy(np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 20.0)).float())
+        maps = torch.stack(out)
+        return (maps, None) if return_relevance else maps
+
+
+def test_summaries_and_primary_outcomes_are_plain_means_over_videos():
+    rows = [{"kind": "relevant", "index": 0, "frames": 9, "cc_sound": 0.8, "cc_silence": 0.5, "hits_sound": 0.9,
+             "hits_silence": 0.3, "agreement": 0.2},
+            {"kind": "mixed", "index": 1, "frames": 9, "cc_sound": 0.6, "cc_silence": 0.5, "hits_sound": 0.5,
+             "hits_silence": 0.4, "agreement": 0.4},
+            {"kind": "offscreen", "index": 2, "frames": 9, "cc_sound": 0.7, "cc_silence": 0.7, "cue_hits_sound": 0.6,
+             "cue_hits_silence": 0.7, "agreement": 0.9},
+            {"kind": "music", "index": 3, "frames": 9, "cc_sound": 0.7, "cc_silence": 0.7, "cue_hits_sound": 0.8,
+             "cue_hits_silence": 0.8, "agreement": 0.7}]
+    s = summarise(rows)
+    assert s["kinds"]["relevant"]["hits_gain"] == pytest.approx(0.6)
+    assert s["kinds"]["offscreen"]["cue_change"] == pytest.approx(-0.1)
+    p = primary(s)
+    assert p["uses_sound"] == pytest.approx((0.6 + 0.1) / 2) and p["discounts_sound"] == pytest.approx(0.8)
+
+
+def test_the_rule_calls_a_difference_resolved_beyond_two_standard_errors():
+    rec = lambda seed, v: {"seed": seed, "primary": {"uses_sound": v}}  # noqa: E731
+    get = lambda r: r["primary"]["uses_sound"]  # noqa: E731
+    a = [rec(0, 0.30), rec(1, 0.32), rec(2, 0.34)]
+    b = [rec(0, 0.10), rec(1, 0.15), rec(2, 0.12)]
+    p = paired(a, b, get)
+    diffs = [0.20, 0.17, 0.22]
+    assert p["diffs"] == pytest.approx(diffs) and p["mean"] == pytest.approx(np.mean(diffs))
+    assert p["se"] == pytest.approx(np.std(diffs, ddof=1) / math.sqrt(3)) and p["verdict"] == "higher"
+    noisy = [rec(0, 0.30), rec(1, 0.05), rec(2, 0.40)]
+    assert paired(noisy, b, get)["verdict"] == "not resolved"  # mean 0.127, s.e. 0.103: within 2 s.e.
+    assert paired(b, a, get)["verdict"] == "lower"
+    assert paired(a, b[:2], get)["seeds"] == [0, 1]  # paired over the seeds both have
+    assert mean_se([1.0]) [1] != mean_se([1.0])[1]  # one seed has no standard error (nan)
+    assert RULE_SE == 2.0
 
 
 def test_roc_auc_is_the_probability_a_positive_outranks_a_negative():
-    assert ab.roc_auc([3, 4, 5], [0, 1, 2]) == 1.0 and ab.roc_auc([0, 1], [2, 3]) == 0.0
-    assert ab.roc_auc([1, 2], [1, 2]) == 0.5 and ab.roc_auc([2.0], [1.0, 2.0, 3.0]) == pytest.approx(0.5)
+    assert roc_auc([3, 4, 5], [0, 1, 2]) == 1.0 and roc_auc([0, 1], [2, 3]) == 0.0
+    assert roc_auc([1, 2], [1, 2]) == 0.5 and roc_auc([2.0], [1.0, 2.0, 3.0]) == pytest.approx(0.5)
     rng = np.random.default_rng(0)
     pos, neg = rng.normal(1, 1, 200), rng.normal(0, 1, 300)
     brute = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
-    assert ab.roc_auc(list(pos), list(neg)) == pytest.approx(brute)
-
-
-def test_curriculum_trains_on_relevant_videos_then_continues_on_both(tmp_path):
-    """stage2_relevant_steps: stage 2 first trains on the relevant videos alone, and the
-    part on both kinds starts from everything it learned (SoundNet included)."""
-    from avrsp.config import read_yaml
-    from avrsp.evaluate import video_kinds
-
-    out, md = tmp_path / "study", tmp_path / "results.md"
-    tiny = [a for a in TINY if not a.startswith("seeds=")]
-    assert main(["ablate", f"out={out}", *tiny, "seeds=[0]", f"only=[{FULL}]", "stage2_relevant_steps=1",
-                 "--write", str(md)]) == 0
-    data = out / "data"
-    kinds = video_kinds(data)
-    for lst in sorted((data / "stavis" / "fold_lists").glob("*.txt")):
-        every = [line.split()[0] for line in lst.read_text().splitlines() if line.strip()]
-        cut = [line.split()[0] for line in (data / "stavis_relevant" / "fold_lists" / lst.name).read_text().splitlines()
-               if line.strip()]
-        assert cut == [v for v in every if kinds[v] == "relevant"] and cut and len(cut) < len(every)
-    run = out / "runs" / FULL / "seed0"
-    first, second = read_yaml(run / "relevant" / "config.yaml"), read_yaml(run / "config.yaml")
-    assert first["data"]["root"] == str(data / "stavis_relevant") and first["steps_per_epoch"] == 1
-    assert first["init"]["model"] == str(out / "runs" / "stage1" / ab.visual_name({}) / "seed0" / "best.safetensors")
-    assert first["init"]["soundnet"] == str(out / "probe" / "soundnet.safetensors")
-    assert second["data"]["root"] == str(data / "stavis") and second["steps_per_epoch"] == 2
-    assert second["init"] == {**second["init"], "model": str(run / "relevant" / "best.safetensors"), "soundnet": ""}
-    assert "starts with 1 step on the relevant" in md.read_text()
-    # A folder of one recipe does not take runs of the other, nor does one from before the setting.
-    assert main(["ablate", f"out={out}", *tiny, "seeds=[0]", f"only=[{FULL}]", "--write", str(md)]) == 2
-    saved = json.loads((out / "study.json").read_text())
-    (out / "study.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "stage2_relevant_steps"}))
-    assert main(["ablate", f"out={out}", *tiny, "seeds=[0]", f"only=[{FULL}]", "stage2_relevant_steps=1",
-                 "--write", str(md)]) == 2
-
-
-def test_frozen_soundnet_stays_the_probe_and_silent_music_videos_are_trained_on(tmp_path):
-    """freeze_soundnet: the scored model's SoundNet is the probe's, tensor for tensor;
-    silent_fraction: the study's data holds music videos without sound, and the report
-    says both."""
-    import torch
-    from safetensors.torch import load_file
-
-    from avrsp.evaluate import video_kinds
-
-    out, md = tmp_path / "study", tmp_path / "results.md"
-    tiny = [a for a in TINY if not a.startswith("seeds=")]
-    assert main(["ablate", f"out={out}", *tiny, "seeds=[0]", f"only=[{FULL}]", "freeze_soundnet=true",
-                 "silent_fraction=0.5", "--write", str(md)]) == 0
-    assert "silent" in set(video_kinds(out / "data").values())
-    probe = load_file(out / "probe" / "soundnet.safetensors")
-    trained = load_file(out / "runs" / FULL / "seed0" / "best.safetensors")
-    own = {k.removeprefix("audio_net."): v for k, v in trained.items() if k.startswith("audio_net.")}
-    assert own and own.keys() == probe.keys()
-    assert all(torch.equal(own[k], probe[k]) for k in probe)
-    text = md.read_text()
-    assert "frozen" in text and "50% of the music videos without sound" in text
-    with pytest.raises(ConfigError, match="freeze_soundnet"):
-        ab.StudyConfig(soundnet="", freeze_soundnet=True).validate()
+    assert roc_auc(list(pos), list(neg)) == pytest.approx(brute)

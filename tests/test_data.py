@@ -59,9 +59,56 @@ def test_generation_is_seeded_and_kinds_differ():
     assert not np.array_equal(a.frames, other.frames)
     music = generate_video(CFG, 1, "music")
     assert music.sounding == [None] * CFG.frames and a.sounding.count(None) == 0
-    # Relevant audio sounds at the discs' pitches; music stays below every disc pitch.
+    assert music.tones == [None] * CFG.frames and a.tones == [a.colours[d] for d in a.sounding]
+    # Relevant audio sounds at the discs' pitches; music in the low register stays below
+    # every disc pitch, in the tones' register (the default) among them.
     assert abs(peak_hz(a.audio[:4000]) - PALETTE[a.colours[a.sounding[0]]][1]) < 10
-    assert peak_hz(music.audio) < min(p for _, p in PALETTE) - 40
+    low = generate_video(SynthConfig(**{**CFG.__dict__, "music_register": "low"}), 1, "music")
+    assert peak_hz(low.audio) < min(p for _, p in PALETTE) - 40
+    assert min(p for _, p in PALETTE) - 20 < peak_hz(music.audio) < max(p for _, p in PALETTE) + 120
+
+
+def test_offscreen_tones_belong_to_no_disc_on_screen_and_viewers_ignore_them():
+    """An offscreen video sounds like a relevant one (palette tones, one at a time, each
+    for 1–2 s), but every tone's colour is missing from the screen, and its viewers
+    follow the visual cue as in a music video."""
+    cfg = SynthConfig(**{**CFG.__dict__, "frames": 60})
+    off = generate_video(cfg, 2, "offscreen")
+    assert off.sounding == [None] * cfg.frames
+    assert all(t is not None and t not in off.colours for t in off.tones)
+    assert len(set(off.tones)) > 1  # the tone changes, as in a relevant video
+    first_change = next(k for k in range(1, cfg.frames) if off.tones[k] != off.tones[0])
+    span = off.audio[int(0.1 * 22050):int((first_change / cfg.fps - 0.1) * 22050)]
+    assert abs(peak_hz(span) - PALETTE[off.tones[0]][1]) < 10
+    music = generate_video(cfg, 2, "music")
+    np.testing.assert_array_equal(off.frames, music.frames)  # the same pictures as the music video
+    np.testing.assert_array_equal(off.fixations, music.fixations)  # and the same gaze: the sound is ignored
+
+
+def test_mixed_videos_are_relevant_videos_with_music_under_the_tone():
+    relevant, mixed = generate_video(CFG, 4, "relevant"), generate_video(CFG, 4, "mixed")
+    np.testing.assert_array_equal(relevant.frames, mixed.frames)
+    np.testing.assert_array_equal(relevant.fixations, mixed.fixations)  # viewers follow the tone
+    assert mixed.sounding == relevant.sounding and mixed.tones == relevant.tones
+    music = mixed.audio - relevant.audio  # the music (and another draw of the noise floor)
+    assert np.sqrt(np.mean(music ** 2)) > 0.05
+    louder = generate_video(SynthConfig(**{**CFG.__dict__, "mixed_music_gain": 2.0}), 4, "mixed")
+    ratio = np.sqrt(np.mean((louder.audio - relevant.audio) ** 2) / np.mean(music ** 2))
+    assert ratio == pytest.approx(2.0, rel=0.05)  # the stated level scales the music alone
+
+
+def test_kind_fractions_give_each_kind_its_share():
+    cfg = SynthConfig(videos=40, seed=5, relevant_fraction=0.3, mixed_fraction=0.2, offscreen_fraction=0.2,
+                      silent_fraction=0.5)
+    kinds = video_kinds(cfg)
+    assert [kinds.count(k) for k in ("relevant", "mixed", "offscreen", "music", "silent")] == [12, 8, 8, 6, 6]
+    # Which videos are relevant, mixed or offscreen does not depend on silent_fraction.
+    plain = video_kinds(SynthConfig(**{**cfg.__dict__, "silent_fraction": 0.0}))
+    assert [k.replace("silent", "music") for k in kinds] == plain
+    for bad in ({"relevant_fraction": 0.6, "mixed_fraction": 0.6}, {"offscreen_fraction": -0.1},
+                {"music_register": "high"}, {"offscreen_fraction": 0.1, "objects": 6}):
+        with pytest.raises(ValueError):
+            SynthConfig(**bad).validate()
 
 
 def test_silent_videos_are_music_videos_without_their_sound():

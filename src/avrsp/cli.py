@@ -86,13 +86,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
     except FileExistsError as e:
         raise ConfigError(str(e)) from None
     kinds = [v["kind"] for v in meta["videos"]]
-    silent = f", {kinds.count('silent')} without sound" if "silent" in kinds else ""
-    print(f"{root}: {len(kinds)} videos ({kinds.count('relevant')} relevant audio, {kinds.count('music')} "
-          f"background music{silent}), {cfg.frames} frames at {cfg.height}×{cfg.width}, {cfg.fps:g} fps")
+    labels = {"relevant": "relevant audio", "mixed": "relevant audio under music", "offscreen": "off-screen tones",
+              "music": "background music", "silent": "without sound"}
+    counts = ", ".join(f"{kinds.count(k)} {label}" for k, label in labels.items() if k in kinds)
+    print(f"{root}: {len(kinds)} videos ({counts}), {cfg.frames} frames at {cfg.height}×{cfg.width}, {cfg.fps:g} fps")
     print(f"  STAViS layout: {root / 'stavis'} (database {meta['db']}, fold lists 1–3)")
-    print(f"  DHF1K layout:  {root / 'dhf1k'} (train/, val/)")
-    print(f"  videos:        {root / 'videos'} (.mp4{', with sound unless silent' if silent else ' with sound'}); "
-          f"metadata: {root / 'synth.json'}")
+    if cfg.dhf1k:
+        print(f"  DHF1K layout:  {root / 'dhf1k'} (train/, val/)")
+    if cfg.mp4:
+        print(f"  videos:        {root / 'videos'} (.mp4{', with sound unless silent' if 'silent' in kinds else ' with sound'})")
+    print(f"  metadata:      {root / 'synth.json'}")
     return 0
 
 
@@ -386,7 +389,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from .ablate import StudyConfig, report, run_study
+    from .ablate import StudyConfig, run_study
+    from .ablate_report import report
     from .config import from_dict, read_yaml, replace
 
     study = from_dict(StudyConfig, read_yaml(args.config), where=args.config) if args.config else StudyConfig()
@@ -426,10 +430,22 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type) -> None:
-    """One --flag per field of a flat dataclass, typed by its default."""
+    """One --flag per field of a flat dataclass, typed by its default: --name/--no-name for
+    a bool, the listed values for a Literal."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None,
-                       metavar=type(f.default).__name__.upper(), help=f"default {f.default}")
+        flag = f"--{f.name.replace('_', '-')}"
+        if isinstance(f.default, bool):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"default {'on' if f.default else 'off'}")
+        elif typing.get_origin(hints[f.name]) is typing.Literal:
+            p.add_argument(flag, dest=f.name, choices=typing.get_args(hints[f.name]), default=None,
+                           help=f"default {f.default}")
+        else:
+            p.add_argument(flag, dest=f.name, type=type(f.default), default=None,
+                           metavar=type(f.default).__name__.upper(), help=f"default {f.default}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -571,13 +587,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted |ONNX − PyTorch| (default 1e-4)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("ablate", help="the paper's ablations (Tables III–V, Fig. 6) on synthetic data",
-                       description="Train every variant of Tables III–V with several seeds on an `avrsp synth` "
-                                   "dataset, score them by video kind, and write docs/results.md. Without "
-                                   "--config: the reduced study (about 3 hours on 2 CPU cores, docs/results.md). Resumes.")
-    p.add_argument("--config", metavar="FILE", help="a study config (configs/studies/ablations_*.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0,1] tables=[V] stage2_steps=300")
-    p.add_argument("--report-only", action="store_true", help="only rewrite the report from finished runs")
+    p = sub.add_parser("ablate", help="the fusion study (Tables III and V, Fig. 6) on synthetic data",
+                       description="Train each row of the fusion study (Table V's fusions, Table III's audio rows, "
+                                   "controls) with several seeds on `avrsp synth` data where relevance needs the "
+                                   "pictures, score each on unseen videos with and without its sound, write one "
+                                   "record per run and docs/results.md from the records. Resumes. "
+                                   "configs/studies/fusion.yaml is the study docs/results.md reports.")
+    p.add_argument("--config", metavar="FILE", help="a study config (configs/studies/fusion.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0,1] rows=[ravf,add] jobs=2")
+    p.add_argument("--report-only", action="store_true", help="only rewrite the report from the records")
     p.add_argument("--write", default="docs/results.md", metavar="FILE", help="the report (default docs/results.md)")
     p.set_defaults(func=cmd_ablate)
 

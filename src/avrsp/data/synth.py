@@ -2,18 +2,27 @@
 
 Each video shows several discs of one size and shape on a textured background, moving
 and bouncing; only their colours differ, and each colour has its own sound (a tone at a
-fixed pitch per colour, the same in every video). Two kinds of video, and a third on request:
+fixed pitch per colour, the same in every video). The kinds of video (docs/data.md says
+what each one tests):
 
 * ``relevant``: one disc sounds at a time and the sounding disc changes every second or
   two. Simulated viewers look mostly at the sounding disc. Nothing in the pixels says
   which disc sounds, so only a model that ties pitch to colour can predict the gaze.
-* ``music``: the soundtrack is music unrelated to the discs (low chords and a beat, in a
-  register no disc uses); viewers follow visual cues only (faster discs draw more gaze)
-  with a centre bias.
+* ``music``: the soundtrack is music unrelated to the discs (chords and a beat); viewers
+  follow visual cues only (faster discs draw more gaze) with a centre bias. By default
+  the music is written in the tones' own register and may pass through their pitches
+  (``music_register="tones"``), so that no frequency band tells it from a tone;
+  ``"low"`` keeps it below every tone.
+* ``offscreen`` (``offscreen_fraction``): palette tones sound, one at a time as in a
+  relevant video, but none of them belongs to a disc on screen; viewers follow the
+  visual cues, as in a music video. The sound alone is that of a relevant video: only
+  the pictures say that it is not relevant.
+* ``mixed`` (``mixed_fraction``): a relevant video with music under its tone
+  (``mixed_music_gain`` × the music of a music video); viewers follow the tone.
 * ``silent`` (only with ``silent_fraction`` > 0): a music video written without its
   soundtrack. Its viewers ignored the music, so its maps stay right without it: training
   videos where no sound means no sounding disc (what they did for the built-in model is
-  measured in docs/default_model.md, "Silence").
+  measured in docs/default_model.md).
 
 Per frame, each simulated viewer fixates a target (sticky over frames) with Gaussian
 jitter; the binary fixation map is blurred into the continuous map as the real datasets
@@ -30,6 +39,7 @@ import math
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
@@ -51,8 +61,15 @@ PALETTE = (
     ((210, 50, 220), 1290.0),  # magenta
     ((30, 210, 220), 1650.0),  # cyan
 )
-#: The music's notes (G2–G3 and their second harmonics stay below 400 Hz).
+#: The music's notes in the ``low`` register (G2–G3 and their second harmonics stay below 400 Hz).
 MUSIC_NOTES = (98.0, 110.0, 123.5, 130.8, 146.8, 164.8, 174.6, 196.0)
+#: The music's notes in the tones' register: every semitone (A4 = 440 Hz) from A4 to A6,
+#: across the palette's 450–1650 Hz; some lie within a few cents of a palette pitch.
+MUSIC_NOTES_TONES = tuple(round(440.0 * 2 ** (n / 12), 1) for n in range(25))
+#: Kinds whose sound is a palette tone, and kinds whose viewers follow that tone's disc.
+TONE_KINDS = ("relevant", "mixed", "offscreen")
+ATTENDED_KINDS = ("relevant", "mixed")
+KINDS = ("relevant", "mixed", "offscreen", "music", "silent")
 
 
 @dataclass(frozen=True)
@@ -65,9 +82,15 @@ class SynthConfig:
     objects: int = 3
     viewers: int = 16
     relevant_fraction: float = 0.5
-    silent_fraction: float = 0.0   # of the videos that are not relevant: written with no sound at all
+    offscreen_fraction: float = 0.0   # tones whose disc is not on screen
+    mixed_fraction: float = 0.0       # relevant tones with music under them
+    silent_fraction: float = 0.0   # of the music videos: written with no sound at all
+    music_register: Literal["tones", "low"] = "tones"
+    mixed_music_gain: float = 1.0     # the music under a mixed video's tone, × a music video's
     sample_rate: int = SOUNDNET_RATE
     seed: int = 0
+    dhf1k: bool = True   # also write the DHF1K layout (PNG frames and maps)
+    mp4: bool = True     # also write each video as .mp4 with its sound
 
     def validate(self) -> None:
         if self.videos < 3 or self.frames < 1:
@@ -76,10 +99,19 @@ class SynthConfig:
             raise ValueError(f"objects must be 2–{len(PALETTE)}")
         if self.height < 32 or self.width < 32:
             raise ValueError("height and width must be at least 32 pixels")
-        if self.fps <= 0 or self.viewers < 1 or not 0 <= self.relevant_fraction <= 1:
-            raise ValueError("fps and viewers must be positive, relevant_fraction in [0, 1]")
+        if self.fps <= 0 or self.viewers < 1:
+            raise ValueError("fps and viewers must be positive")
+        fractions = (self.relevant_fraction, self.offscreen_fraction, self.mixed_fraction)
+        if min(fractions) < 0 or sum(fractions) > 1 + 1e-9:
+            raise ValueError("relevant_fraction, offscreen_fraction and mixed_fraction must be ≥ 0 and sum to ≤ 1")
         if not 0 <= self.silent_fraction <= 1:
             raise ValueError("silent_fraction must be in [0, 1]")
+        if self.offscreen_fraction and self.objects > len(PALETTE) - 1:
+            raise ValueError(f"offscreen videos need a colour off screen: objects must be ≤ {len(PALETTE) - 1}")
+        if self.music_register not in ("tones", "low"):
+            raise ValueError(f"music_register must be 'tones' or 'low', got {self.music_register!r}")
+        if self.mixed_music_gain < 0:
+            raise ValueError("mixed_music_gain must be ≥ 0")
 
 
 @dataclass
@@ -87,11 +119,12 @@ class SynthVideo:
     """One generated video, in memory."""
 
     name: str
-    kind: str                       # "relevant", "music" or "silent"
+    kind: str                       # one of KINDS
     colours: list[int]              # palette index of each disc
     positions: np.ndarray           # F×K×2 (x, y) disc centres in pixels
     radius: float
-    sounding: list[int | None]      # per frame: the disc that sounds, or None
+    sounding: list[int | None]      # per frame: the disc on screen whose tone sounds, or None
+    tones: list[int | None]         # per frame: the palette colour whose tone sounds, or None
     frames: np.ndarray              # F×H×W×3 uint8
     fixations: np.ndarray           # F×H×W bool
     maps: np.ndarray                # F×H×W uint8 continuous saliency
@@ -108,11 +141,19 @@ def peak_on_sounding_disc(positions: np.ndarray, sounding: int, radius: float, s
                           scale=(1.0, 1.0)) -> bool:
     """The rule of :meth:`SynthVideo.peak_on_sounding_disc` for one frame, from its discs'
     ``positions`` (x, y per disc, video pixels) and the ``sounding`` disc's index, as
-    ``synth.json`` records them."""
+    ``synth.json`` records them. The same rule holds for any disc (:func:`fastest_disc`'s,
+    say): the map's peak lies within 1.5 radii of that disc's centre and no other disc's
+    centre is nearer."""
     y, x = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
     pos = np.asarray(positions, np.float64) * np.asarray(scale)
     d = np.hypot(pos[:, 0] - x, pos[:, 1] - y)
     return bool(d[sounding] < 1.5 * radius * scale[1] and d[sounding] == d.min())
+
+
+def fastest_disc(positions: np.ndarray, k: int) -> int:
+    """The disc that moved most into frame ``k`` (``positions``: F×K×2): the visual cue,
+    the disc viewers who follow only what they see look at most (:func:`disc_speeds`)."""
+    return int(disc_speeds(np.asarray(positions, np.float64))[k].argmax())
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -140,15 +181,15 @@ def _trajectories(rng: np.random.Generator, cfg: SynthConfig, radius: float) -> 
     return pos
 
 
-def _schedule(rng: np.random.Generator, cfg: SynthConfig, kind: str) -> list[int | None]:
-    if kind == "music":
-        return [None] * cfg.frames
-    out: list[int | None] = []
-    current = int(rng.integers(cfg.objects))
+def _schedule(rng: np.random.Generator, cfg: SynthConfig, choices: int) -> list[int]:
+    """Which of ``choices`` sources sounds in each frame: one at a time, each for 1–2 s,
+    never the same twice in a row."""
+    out: list[int] = []
+    current = int(rng.integers(choices))
     while len(out) < cfg.frames:
         length = int(round(rng.uniform(1.0, 2.0) * cfg.fps))
         out.extend([current] * max(length, 1))
-        current = int((current + rng.integers(1, cfg.objects)) % cfg.objects)
+        current = int((current + rng.integers(1, choices)) % choices)
     return out[:cfg.frames]
 
 
@@ -159,18 +200,19 @@ def _tone(freq: float, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     return np.sin(phase) + 0.35 * np.sin(2 * phase)
 
 
-def _render_audio(rng: np.random.Generator, cfg: SynthConfig, kind: str, colours: list[int],
-                  sounding: list[int | None]) -> np.ndarray:
+def _render_audio(rng: np.random.Generator, cfg: SynthConfig, kind: str, tones: list[int | None]) -> np.ndarray:
+    """The soundtrack: the palette tones of ``tones`` (a palette colour per frame) for the
+    tone kinds, music for ``music``, both for ``mixed``; a faint noise floor under all."""
     sr = cfg.sample_rate
     n = int(round(cfg.frames / cfg.fps * sr))
     audio = np.zeros(n)
-    if kind == "relevant":
-        # One segment per run of the same sounding disc, with soft 20 ms edges.
+    if kind in TONE_KINDS:
+        # One segment per run of the same tone, with soft 20 ms edges.
         start = 0
         for t in range(1, cfg.frames + 1):
-            if t == cfg.frames or sounding[t] != sounding[start]:
+            if t == cfg.frames or tones[t] != tones[start]:
                 a, b = int(start / cfg.fps * sr), min(n, int(t / cfg.fps * sr))
-                seg = _tone(PALETTE[colours[sounding[start]]][1], b - a, sr, rng)
+                seg = _tone(PALETTE[tones[start]][1], b - a, sr, rng)
                 ramp = min(int(0.02 * sr), (b - a) // 2)
                 if ramp > 0:
                     env = np.ones(b - a)
@@ -179,19 +221,29 @@ def _render_audio(rng: np.random.Generator, cfg: SynthConfig, kind: str, colours
                     seg *= env
                 audio[a:b] += 0.35 * seg
                 start = t
-    else:
-        beat = int(sr * 60 / rng.uniform(90, 140))
-        for a in range(0, n, beat):
-            b = min(n, a + beat)
-            t = np.arange(b - a) / sr
-            env = np.exp(-t * 4)
-            chord = rng.choice(MUSIC_NOTES, 3, replace=False)
-            audio[a:b] += 0.12 * env * sum(np.sin(2 * math.pi * f * t) + 0.3 * np.sin(4 * math.pi * f * t)
-                                           for f in chord)
-            kick = min(b - a, int(0.05 * sr))
-            audio[a:a + kick] += 0.3 * rng.normal(0, 1, kick) * np.exp(-np.arange(kick) / (0.01 * sr))
+    if kind in ("music", "mixed"):
+        audio += (cfg.mixed_music_gain if kind == "mixed" else 1.0) * _music(rng, cfg, n)
     audio += rng.normal(0, 0.005, n)
     return np.clip(audio, -1, 1).astype(np.float32)
+
+
+def _music(rng: np.random.Generator, cfg: SynthConfig, n: int) -> np.ndarray:
+    """Chords of three notes on a beat of 90–140 per minute, each with a decaying
+    envelope and a noise kick, in ``cfg.music_register``."""
+    sr = cfg.sample_rate
+    notes = MUSIC_NOTES_TONES if cfg.music_register == "tones" else MUSIC_NOTES
+    audio = np.zeros(n)
+    beat = int(sr * 60 / rng.uniform(90, 140))
+    for a in range(0, n, beat):
+        b = min(n, a + beat)
+        t = np.arange(b - a) / sr
+        env = np.exp(-t * 4)
+        chord = rng.choice(notes, 3, replace=False)
+        audio[a:b] += 0.12 * env * sum(np.sin(2 * math.pi * f * t) + 0.3 * np.sin(4 * math.pi * f * t)
+                                       for f in chord)
+        kick = min(b - a, int(0.05 * sr))
+        audio[a:a + kick] += 0.3 * rng.normal(0, 1, kick) * np.exp(-np.arange(kick) / (0.01 * sr))
+    return audio
 
 
 def disc_speeds(positions: np.ndarray) -> np.ndarray:
@@ -242,13 +294,23 @@ def _continuous(fix: np.ndarray, sigma: float) -> np.ndarray:
 def generate_video(cfg: SynthConfig, index: int, kind: str) -> SynthVideo:
     """Generate video ``index`` (its own random stream, so videos do not depend on each other).
     A ``silent`` video is the ``music`` video of the same index without its sound."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r} (one of {', '.join(KINDS)})")
     kind_drawn = "music" if kind == "silent" else kind
     rng = np.random.default_rng([cfg.seed, index])
     h, w = cfg.height, cfg.width
     radius = 0.09 * min(h, w)
     colours = [int(c) for c in rng.choice(len(PALETTE), cfg.objects, replace=False)]
     positions = _trajectories(rng, cfg, radius)
-    sounding = _schedule(rng, cfg, kind_drawn)
+    sounding: list[int | None] = [None] * cfg.frames
+    tones: list[int | None] = [None] * cfg.frames
+    if kind_drawn in ATTENDED_KINDS:
+        sounding = list(_schedule(rng, cfg, cfg.objects))
+        tones = [colours[d] for d in sounding]
+    elif kind_drawn == "offscreen":
+        # From a stream of its own: the pictures and the gaze are the music video's.
+        away = [c for c in range(len(PALETTE)) if c not in colours]
+        tones = [away[j] for j in _schedule(np.random.default_rng([cfg.seed, index, 1]), cfg, len(away))]
     background = _background(rng, h, w)
     yy, xx = np.mgrid[0:h, 0:w] + 0.5
     frames = np.empty((cfg.frames, h, w, 3), np.uint8)
@@ -261,21 +323,24 @@ def generate_video(cfg: SynthConfig, index: int, kind: str) -> SynthVideo:
         frames[t] = np.round(img * 255).astype(np.uint8)
     fix = _fixations(rng, cfg, kind_drawn, positions, radius, sounding)
     maps = _continuous(fix, sigma=0.035 * w)
-    audio = None if kind == "silent" else _render_audio(rng, cfg, kind, colours, sounding)
-    return SynthVideo(f"synth_{index:03d}_{kind}", kind, colours, positions, radius, sounding, frames, fix,
+    audio = None if kind == "silent" else _render_audio(rng, cfg, kind, tones)
+    return SynthVideo(f"synth_{index:03d}_{kind}", kind, colours, positions, radius, sounding, tones, frames, fix,
                       maps, audio)
 
 
 def video_kinds(cfg: SynthConfig) -> list[str]:
-    """Kinds in a seeded order, with round(videos·relevant_fraction) relevant ones; of the
-    others, in order, every one that takes the running count of silent ones past
-    ``silent_fraction`` of those seen is silent (0.5: the second, fourth, …). Which videos
-    are relevant does not depend on ``silent_fraction``, so two datasets that differ in it
-    alone hold the same videos, some without their music."""
-    n_rel = int(round(cfg.videos * cfg.relevant_fraction))
-    kinds = ["relevant"] * n_rel + ["music"] * (cfg.videos - n_rel)
+    """Kinds in a seeded order: round(videos·fraction) relevant, mixed and offscreen ones,
+    the rest music; of the music ones, in order, every one that takes the running count of
+    silent ones past ``silent_fraction`` of those seen is silent (0.5: the second, fourth,
+    …). Which videos are of which kind does not depend on ``silent_fraction``, so two
+    datasets that differ in it alone hold the same videos, some without their music; and a
+    dataset without mixed or offscreen videos has the kinds it had before those existed."""
+    counts = [int(round(cfg.videos * f)) for f in (cfg.relevant_fraction, cfg.mixed_fraction, cfg.offscreen_fraction)]
+    counts[-1] = min(counts[-1], cfg.videos - sum(counts[:-1]))  # rounding must not overfill
+    kinds = ["relevant"] * counts[0] + ["mixed"] * counts[1] + ["offscreen"] * counts[2]
+    kinds += ["music"] * (cfg.videos - len(kinds))
     np.random.default_rng([cfg.seed, 10**6]).shuffle(kinds)
-    others = [i for i, k in enumerate(kinds) if k != "relevant"]
+    others = [i for i, k in enumerate(kinds) if k == "music"]
     for j, i in enumerate(others):
         if math.floor((j + 1) * cfg.silent_fraction) > math.floor(j * cfg.silent_fraction):
             kinds[i] = "silent"
@@ -283,9 +348,11 @@ def video_kinds(cfg: SynthConfig) -> list[str]:
 
 
 def folds(kinds: list[str]) -> list[int]:
-    """Test fold (1–3) of each video: one cycle through relevant then music videos, so every
-    fold gets a test video and each kind is spread evenly over the folds."""
-    order = [i for i, k in enumerate(kinds) if k == "relevant"] + [i for i, k in enumerate(kinds) if k != "relevant"]
+    """Test fold (1–3) of each video: one cycle through the videos kind by kind (relevant,
+    mixed, offscreen, then music and silent together), so every fold gets a test video and
+    each kind is spread evenly over the folds."""
+    group = {"relevant": 0, "mixed": 1, "offscreen": 2}
+    order = sorted(range(len(kinds)), key=lambda i: (group.get(kinds[i], 3), i))
     out = [0] * len(kinds)
     for j, i in enumerate(order):
         out[i] = j % 3 + 1
@@ -352,25 +419,28 @@ def _write(root: Path, cfg: SynthConfig, progress) -> dict:
         d_frames = stavis / "video_frames" / DB_NAME / v.name
         d_ann = stavis / "annotations" / DB_NAME / v.name
         d_dhf = dhf1k / split / dhf_id
-        for d in (d_frames, d_ann / "maps", d_dhf / "images", d_dhf / "maps", d_dhf / "fixation", mp4s):
+        dirs = [d_frames, d_ann / "maps"] + [d_dhf / "images", d_dhf / "maps", d_dhf / "fixation"] * cfg.dhf1k
+        for d in dirs + [mp4s] * cfg.mp4:
             d.mkdir(parents=True, exist_ok=True)
         for t in range(cfg.frames):
             Image.fromarray(v.frames[t]).save(d_frames / f"img_{t + 1:05d}.jpg", quality=92)
             Image.fromarray(v.maps[t]).save(d_ann / "maps" / f"eyeMap_{t + 1:05d}.jpg", quality=95)
             savemat(d_ann / f"fixMap_{t + 1:05d}.mat", {"eyeMap": v.fixations[t].astype(np.uint8)},
                     do_compression=True)
-            Image.fromarray(v.frames[t]).save(d_dhf / "images" / f"{t + 1:04d}.png")
-            Image.fromarray(v.maps[t]).save(d_dhf / "maps" / f"{t + 1:04d}.png")
-            Image.fromarray(v.fixations[t].astype(np.uint8) * 255).save(d_dhf / "fixation" / f"{t + 1:04d}.png")
+            if cfg.dhf1k:
+                Image.fromarray(v.frames[t]).save(d_dhf / "images" / f"{t + 1:04d}.png")
+                Image.fromarray(v.maps[t]).save(d_dhf / "maps" / f"{t + 1:04d}.png")
+                Image.fromarray(v.fixations[t].astype(np.uint8) * 255).save(d_dhf / "fixation" / f"{t + 1:04d}.png")
         if v.audio is not None:  # a silent video has no .wav, as a real dataset's video without sound
             d_wav = stavis / "video_audio" / DB_NAME / v.name
             d_wav.mkdir(parents=True)
             wavfile.write(d_wav / f"{v.name}.wav", cfg.sample_rate, np.round(v.audio * 32767).astype(np.int16))
-        _write_mp4(mp4s / f"{v.name}.mp4", v, cfg)
+        if cfg.mp4:
+            _write_mp4(mp4s / f"{v.name}.mp4", v, cfg)
         meta["videos"].append({
             "name": v.name, "kind": kind, "test_fold": test_fold[i], "dhf1k": f"{split}/{dhf_id}",
             "colours": v.colours, "pitches": [PALETTE[c][1] for c in v.colours], "radius": v.radius,
-            "sounding": v.sounding, "positions": np.round(v.positions, 2).tolist(),
+            "sounding": v.sounding, "tones": v.tones, "positions": np.round(v.positions, 2).tolist(),
         })
         if progress is not None:
             progress(i + 1, len(kinds))
