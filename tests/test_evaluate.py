@@ -158,6 +158,43 @@ def test_evaluate_writes_tables_and_leaves_out_what_a_frame_lacks(data, ckpt, tm
     assert not list((out / "cache").rglob("*.npy"))           # the prediction cache is cleared
 
 
+def test_two_runs_evaluate_into_their_own_folders_and_a_failed_start_blocks_nothing(data, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """Every run saves best.safetensors: the default --out names the run. A run's folder is
+    accepted for its best model; a bad --checkpoint fails before anything is written, so
+    the corrected command runs; an imported backbone file is told where it belongs."""
+    import shutil
+
+    from avrsp.weights import save_imported
+
+    monkeypatch.chdir(tmp_path)
+    for name, seed in (("first", 1), ("second", 2)):
+        run = tmp_path / "runs" / "train" / name
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text("model: avrsp_tiny\n")
+        save_model(run / "best.safetensors", structured_model(seed))
+    common = ["--data", str(data / "stavis"), "--dataset", "SynthAV", "--split", "1", "--quiet"]
+    assert main(["evaluate", "--checkpoint", "runs/train/first/best.safetensors", *common]) == 0
+    assert main(["evaluate", "--checkpoint", "runs/train/second", *common]) == 0
+    assert "runs/train/second is a training run's folder: using its best.safetensors" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "runs" / "eval").iterdir()) == [
+        "first-best_SynthAV_1", "second-best_SynthAV_1"]
+    # A file that is not a model: one line, exit 2, and no folder the retry would trip on.
+    shutil.copy(tmp_path / "runs" / "train" / "first" / "config.yaml", tmp_path / "runs" / "train" / "bad.safetensors")
+    save_imported(tmp_path / "s3d.safetensors", {"w": torch.zeros(1)}, {"kind": "s3d"})
+    for bad, message in (("runs/train/bad.safetensors", "not a safetensors model file"),
+                         ("s3d.safetensors", "backbone weights from 'avrsp weights import', not a whole model; "
+                                             "train from them (init.s3d=")):
+        assert main(["evaluate", "--checkpoint", bad, *common, "--out", "runs/eval/retry"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert not (tmp_path / "runs" / "eval" / "retry").exists()
+    assert main(["evaluate", "--checkpoint", "runs/train/first", *common, "--out", "runs/eval/retry"]) == 0
+    # A taken folder says what to do.
+    assert main(["evaluate", "--checkpoint", "runs/train/second", *common, "--out", "runs/eval/retry"]) == 2
+    assert "pass another --out, or remove" in capsys.readouterr().err
+
+
 def test_evaluate_resumes_and_reuses_predictions(data, ckpt, tmp_path, monkeypatch):
     out = tmp_path / "out"
     args = ["evaluate", "--checkpoint", str(ckpt), "--data", str(data / "stavis"), "--dataset", "SynthAV",

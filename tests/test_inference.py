@@ -155,8 +155,8 @@ def test_cuda_graphs_give_the_eager_maps_on_a_gpu():
     import warnings
 
     frames, audio = _clips("relevant", 41)
-    eager = prepare(load_model(default_checkpoint()), "cuda", "bf16", graphs=False)
-    graphed = prepare(load_model(default_checkpoint()), "cuda", "bf16")
+    eager = prepare(load_model(default_checkpoint()), "cuda", "bf16")  # off unless asked for
+    graphed = prepare(load_model(default_checkpoint()), "cuda", "bf16", graphs=True)
     assert isinstance(graphed.forward, GraphedForward) and not isinstance(eager.forward, GraphedForward)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a refused capture fails here
@@ -165,7 +165,7 @@ def test_cuda_graphs_give_the_eager_maps_on_a_gpu():
     assert len(graphed.forward.graphs) == 1 and not graphed.forward.refused
 
 
-def test_cuda_graphs_are_prepares_default_on_cuda_only(tmp_path, capsys):
+def test_cuda_graphs_are_asked_for_and_need_cuda(tmp_path, capsys):
     from avrsp.cli import main
 
     torch.manual_seed(0)

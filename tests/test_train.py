@@ -124,13 +124,14 @@ def test_every_shipped_configs_loader_settings_train_past_epoch_two(synth_to_res
     for path in sorted(CONFIGS.rglob("*.yaml")):
         if path.parent.name != "studies":
             settings.setdefault(_loader_settings(path), []).append(path.name)
-    assert len(settings) >= 3 and any(s[0] >= 1 and s[1] >= 1 for s in settings)
+    assert len(settings) >= 2 and any(s[0] >= 1 and s[1] >= 1 for s in settings)
     for i, (values, names) in enumerate(sorted(settings.items())):
         overrides = [f"{k}={v}" for k, v in zip(LOADER_KEYS, values)]
         run = tmp_path / f"run{i}"
         try:
+            # A hang is forever; a loaded machine takes a minute or two.
             proc = _train_cli(CONFIGS / "synth_tiny.yaml", run, f"data.root={synth_to_resize}", "epochs=3",
-                              "steps_per_epoch=3", *overrides, timeout=120)
+                              "steps_per_epoch=3", *overrides, timeout=600)
         except subprocess.TimeoutExpired:
             pytest.fail(f"training with the loader settings of {names} ({overrides}) hung")
         assert proc.returncode == 0, (names, proc.stderr[-2000:])
@@ -158,14 +159,16 @@ def test_a_stalled_worker_ends_the_run_with_one_line_and_the_run_resumes(synth, 
         os.mkfifo(f)
     run = tmp_path / "run"
     t0 = time.time()
+    # The first batch's wait includes the worker's start (a fresh interpreter): 20 s leave a
+    # loaded machine room for that.
     proc = _train_cli(CONFIGS / "synth_tiny.yaml", run, f"data.root={data}", "epochs=2", "steps_per_epoch=6",
-                      "workers=1", "worker_timeout=4", "precise_bn=0", "log_images=1", timeout=120)
+                      "workers=1", "worker_timeout=20", "precise_bn=0", "log_images=1", timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("avrsp: error:")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert "epoch 1/2: no batch from the data loader's workers in 4 s" in errors[0]
+    assert "epoch 1/2: no batch from the data loader's workers in 20 s" in errors[0]
     assert f"'avrsp train --resume {run}' continues it" in errors[0]
-    assert time.time() - t0 < 90
+    assert time.time() - t0 < 240
     saved = json.loads((run / "ckpt" / "latest.json").read_text())
     assert saved["epoch"] == 0 and f"saved at step {saved['step']}:" in errors[0]
     for f in frames:
@@ -175,6 +178,37 @@ def test_a_stalled_worker_ends_the_run_with_one_line_and_the_run_resumes(synth, 
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((run / "ckpt" / "latest.json").read_text())["step"] == 12
+    # Resuming a finished run says there is nothing to do.
+    proc = subprocess.run([sys.executable, "-m", "avrsp", "train", "--resume", str(run), "--quiet"],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0 and "all 2 epochs are done, nothing to train" in proc.stdout, proc.stdout
+
+
+def test_an_installed_avrsp_trains_from_a_shipped_config_by_name(synth, tmp_path):
+    """The configs travel inside the package: a wheel built from the clone, unpacked
+    elsewhere, trains from `--config synth_tiny` in a folder that holds no clone."""
+    import zipfile
+
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                            str(tmp_path / "wheel"), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    wheel, = (tmp_path / "wheel").glob("avrsp-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        assert {"avrsp/configs/stage1_dhf1k.yaml", "avrsp/configs/studies/fusion.yaml",
+                "avrsp/configs/ablations/table5_ravf.yaml"} <= set(names)
+        z.extractall(tmp_path / "site")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    proc = subprocess.run([sys.executable, "-m", "avrsp", "train", "--config", "synth_tiny", f"data.root={synth}",
+                           "out=run", "epochs=1", "steps_per_epoch=1", "workers=0", "log_images=0", "precise_bn=0",
+                           "--quiet"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (elsewhere / "run" / "best.safetensors").is_file()
+    probe = subprocess.run([sys.executable, "-c", "import avrsp.train as t; print(t.config_file('stage1_dhf1k'))"],
+                           cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip().startswith(str(tmp_path / "site"))
 
 
 def _free_port():

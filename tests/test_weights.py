@@ -246,7 +246,12 @@ def test_export_round_trip(tmp_path, capsys):
     audio = torch.randn(1, 1, 17640, generator=g) * 50
     with torch.no_grad():
         ref = model(clip, audio).numpy()
-    onnx_out = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"clip": clip.numpy(), "audio": audio.numpy()})[0]
+    # The .onnx file travels alone: copied to another folder, without anything beside it.
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["m.onnx", "m.pt2", "tiny.safetensors"]
+    moved = tmp_path / "elsewhere" / "copy.onnx"
+    moved.parent.mkdir()
+    (tmp_path / "m.onnx").rename(moved)
+    onnx_out = ort.InferenceSession(str(moved)).run(None, {"clip": clip.numpy(), "audio": audio.numpy()})[0]
     assert np.abs(onnx_out - ref).max() < 1e-4
     program = torch.export.load(str(tmp_path / "m.pt2"))
     assert (program.module()(clip, audio) - torch.from_numpy(ref)).abs().max() < 1e-5

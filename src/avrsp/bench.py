@@ -694,13 +694,17 @@ def markdown(results: list[dict]) -> str:
                          " | ".join(f"{c[k]:.2f}" for k in OUTPUT_PARTS) +
                          f" | {sum(c[k] for k in OUTPUT_PARTS):.2f} | {c['model']:.2f} | {c['model wall']:.2f} | "
                          f"{e['cores']} | {e2e_bound(c, e['cores']):.0%} | {e['ratio']:.0%} |")
-    lines += ["", "## Memory", "", "Peak resident memory (VmHWM) of `avrsp predict` with the built-in model, each "
-              "video in a fresh process.", "", "| Machine | 10 s video | 60 s video | ratio |", "|---|---|---|---|"]
-    for r in results:
-        if "memory" in r:
-            m = r["memory"]
-            lines.append(f"| {r['machine']['label']} | {m['short']['peak_mib']:.0f} MiB | "
-                         f"{m['long']['peak_mib']:.0f} MiB | {m['ratio']:.3f} |")
+    lines += ["", "## Memory", ""]
+    measured = [r for r in results if "memory" in r]
+    if measured:
+        lines += ["Peak resident memory (VmHWM) of `avrsp predict` with the built-in model, each video in a fresh "
+                  "process.", "", "| Machine | 10 s video | 60 s video | ratio |", "|---|---|---|---|"]
+    else:  # --quick and --no-memory skip it
+        lines.append("Not measured in these runs (`--quick` and `--no-memory` skip it).")
+    for r in measured:
+        m = r["memory"]
+        lines.append(f"| {r['machine']['label']} | {m['short']['peak_mib']:.0f} MiB | "
+                     f"{m['long']['peak_mib']:.0f} MiB | {m['ratio']:.3f} |")
     splits = [(r, row) for r in results for row in r.get("split", [])]
     if splits:
         lines += ["", "## The neck and decoder against the backbone", "",

@@ -65,11 +65,29 @@ def save_model(path: str | Path, model: AVRSP, extra: dict[str, Any] | None = No
     atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=meta))
 
 
+#: What a training run's folder offers as its model, in order of preference.
+RUN_MODELS = ("best.safetensors", "last.safetensors")
+
+
+def model_file(path: str | Path) -> Path:
+    """``path`` when it is a file; for a training run's folder, its best model
+    (``best.safetensors``, else ``last.safetensors``)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in RUN_MODELS:
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"{path}: a folder without {' or '.join(RUN_MODELS)}, so not a training run's "
+                              f"folder; pass a model file")
+    return path
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The config (``config``) and extra metadata (``extra``) of a model file."""
+    """The config (``config``) and extra metadata (``extra``) of a model file (or of a
+    training run's best model, :func:`model_file`)."""
     from safetensors import safe_open
 
-    path = Path(path)
+    path = model_file(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
@@ -77,9 +95,15 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             meta = f.metadata() or {}
     except Exception as e:  # safetensors raises its own error types for foreign files
         raise CheckpointError(f"{path}: not a safetensors model file ({str(e).splitlines()[0]})") from None
+    if "avrsp_import" in meta:
+        kind = json.loads(meta["avrsp_import"]).get("kind", "backbone")
+        part = "s3d" if kind == "s3d" else "soundnet"
+        raise CheckpointError(f"{path}: {kind} backbone weights from 'avrsp weights import', not a whole model; "
+                              f"train from them (init.{part}={path} in a training config) and pass the run's "
+                              f"model file")
     if meta.get("format") != FORMAT or "config" not in meta:
-        raise CheckpointError(f"{path}: a safetensors file without an avrsp model config "
-                              f"(import foreign weights with 'avrsp weights import')")
+        raise CheckpointError(f"{path}: a safetensors file without an avrsp model config (published backbone "
+                              f"weights go through 'avrsp weights import' into a training config first)")
     try:
         return {"config": json.loads(meta["config"]), "extra": json.loads(meta.get("extra", "{}"))}
     except json.JSONDecodeError:
@@ -87,9 +111,11 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> AVRSP:
-    """Rebuild the network stored in ``path`` (in eval mode)."""
+    """Rebuild the network stored in ``path`` (in eval mode); a training run's folder
+    gives its best model (:func:`model_file`)."""
     from safetensors.torch import load_file
 
+    path = model_file(path)
     meta = read_metadata(path)
     try:
         config = from_dict(AVRSPConfig, meta["config"], where=f"{path}: config")

@@ -31,6 +31,28 @@ def _model_config(name: str | None, args: argparse.Namespace):
     return get_config(name, **overrides)
 
 
+def _model_file(path: str | None) -> Path | None:
+    """A --checkpoint argument as a model file, read and checked before any output is
+    written; a training run's folder gives its best model, and says so."""
+    from .checkpoint import model_file, read_metadata
+
+    if path is None:
+        return None
+    file = model_file(path)
+    read_metadata(file)
+    if Path(path).is_dir():
+        print(f"avrsp: {path} is a training run's folder: using its {file.name}", file=sys.stderr)
+    return file
+
+
+def _eval_name(checkpoint: Path) -> str:
+    """The default output name of an evaluation of ``checkpoint``: a run's model files all
+    have the same names (best.safetensors), so the run's folder names them."""
+    if (checkpoint.parent / "config.yaml").is_file():
+        return f"{checkpoint.parent.name}-{checkpoint.stem}"
+    return checkpoint.stem
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .info import measure
     from .models import list_models
@@ -146,7 +168,9 @@ def _finish_eval(args, items, records, model_name: str, postprocess: bool, out: 
     from .evaluate import aggregate, video_kinds, write_reports
 
     rows = aggregate(records, video_kinds(Path(args.data)))
-    protocol = f"{args.dataset}, split {args.split_resolved}"
+    # DHF1K has one fixed validation split, whatever --split says.
+    protocol = (f"{args.dataset}, validation set" if args.dataset.upper() == "DHF1K"
+                else f"{args.dataset}, split {args.split_resolved}")
     report = write_reports(out, records, rows, model=model_name, protocol=protocol, postprocess=postprocess)
     print(report.read_text())
     print(f"written: {report}, {out / 'per_video.csv'}, {out / 'per_dataset.csv'}, {out / 'per_frame.csv'}, "
@@ -164,7 +188,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     args.device = str(device)
     args.precision = resolve_precision(args.precision, args.device)
     if args.checkpoint:
-        checkpoints = [Path(c) for c in args.checkpoint]
+        checkpoints = [_model_file(c) for c in args.checkpoint]
         args.split_resolved = args.split or ("all" if len(checkpoints) == 3 else "1")
     else:  # as predict does: the built-in model, one copy per split the protocol needs
         from .predict import built_in_notice, default_checkpoint
@@ -175,7 +199,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(built_in_notice(), file=sys.stderr)
     items = plan_or_fail(Path(args.data), args.dataset, args.split_resolved, checkpoints)
     postprocess = default_postprocess(args.dataset) if args.postprocess is None else args.postprocess
-    out = Path(args.out or f"runs/eval/{checkpoints[0].stem}_{args.dataset}_{args.split_resolved}")
+    out = Path(args.out or f"runs/eval/{_eval_name(checkpoints[0])}_{args.dataset}_{args.split_resolved}")
     settings = {"data": str(Path(args.data).resolve()), "dataset": args.dataset, "split": args.split_resolved,
                 "precision": args.precision}
     records = run_evaluation(items, out, settings=settings, postprocess=postprocess, batch=args.batch,
@@ -223,7 +247,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif args.config:
         cfg = load_train_config(args.config, overrides)
     else:
-        raise ConfigError("train needs --config FILE (see configs/) or --resume RUN")
+        raise ConfigError("train needs --config FILE or a shipped config's NAME (e.g. --config stage1_dhf1k) "
+                          "or --resume RUN")
     train(cfg, resume=bool(args.resume), progress=not args.quiet)
     return 0
 
@@ -238,7 +263,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"--every {args.every}: must be 1 (every frame) or more")
     device = process_device(args.device)  # under torchrun: this process's GPU, or its share of the CPU
     dist = setup_distributed(device)
-    predictor = Predictor(args.checkpoint, device=str(device), precision=args.precision, batch=args.batch,
+    predictor = Predictor(_model_file(args.checkpoint), device=str(device), precision=args.precision, batch=args.batch,
                           every=args.every, streams=args.streams, graphs=args.cuda_graphs)
     if args.checkpoint is None and dist.main:
         print(built_in_notice(), file=sys.stderr)
@@ -253,10 +278,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     targets = [out / (v.stem if names.count(v.stem) == 1 else f"{v.parent.name}_{v.stem}") for v in mine]
     results = predict_to_folders(predictor, mine, targets, npz=args.npz, side_by_side=args.side_by_side,
                                  overlay_video=not args.no_video, progress=not args.quiet)
-    for video, result in results:
+    partial = 0
+    for (video, result), target in zip(results, targets, strict=True):
         if isinstance(result, MediaError):  # this video only: the others are still predicted
             print(f"avrsp: error: {result}", file=sys.stderr)
             failed += 1
+            partial += target.with_name(f"{target.name}.partial").is_dir()
             continue
         target = result.out
         fps = result.frames / max(result.seconds, 1e-9)
@@ -265,8 +292,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not args.no_video:
             print(f"  overlay video: {target / (video.stem + '_saliency.mp4')}")
     if failed:
-        print(f"avrsp: error: {failed} of {len(mine)} video(s) failed; their outputs are marked .partial",
-              file=sys.stderr)
+        if len(mine) > 1:  # one video's own line says it all
+            kept = f"; the outputs of {partial} of them are kept in <name>.partial/ folders" if partial else ""
+            print(f"avrsp: error: {failed} of {len(mine)} videos failed{kept}", file=sys.stderr)
         return 2
     dist.barrier()
     return 0
@@ -290,7 +318,7 @@ def cmd_visualize_grid(args: argparse.Namespace) -> int:
         from .checkpoint import load_model
         from .inference import predict_frames
 
-        model = load_model(args.checkpoint)
+        model = load_model(_model_file(args.checkpoint))
         maps = {k: m for k, m in predict_frames(model, video.frames, len(video), video.fps,
                                                  video.audio if model.config.audio else None) if k in ks}
         columns[Path(args.checkpoint).stem] = [maps[k] for k in ks]
@@ -324,7 +352,7 @@ def cmd_visualize_relevance(args: argparse.Namespace) -> int:
     from .predict import default_checkpoint
     from .visualize import clip_relevance, relevance_figure
 
-    model = load_model(args.checkpoint or default_checkpoint())
+    model = load_model(_model_file(args.checkpoint) or default_checkpoint())
     video = Path(args.video)
     rows = {}
     frame, sal, ret_a, ret_v = clip_relevance(model, video, args.frame - 1)
@@ -342,7 +370,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.data is not None and not Path(args.data).is_dir():
         raise ConfigError(f"--data {args.data}: not a directory")
-    serve(args.host, args.port, checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+    serve(args.host, args.port, checkpoint=_model_file(args.checkpoint),
           data=Path(args.data) if args.data else None, workdir=Path(args.workdir) if args.workdir else None,
           max_upload_mb=args.max_upload_mb, device=args.device, precision=args.precision, batch=args.batch,
           streams=args.streams, graphs=args.cuda_graphs)
@@ -372,7 +400,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not (args.onnx or args.torch_export):
         raise ConfigError("export: give --onnx FILE and/or --torch-export FILE")
-    model = load_model(args.checkpoint)
+    model = load_model(_model_file(args.checkpoint))
     cfg = model.config
     shape = f"clip 1×3×{cfg.frames}×{cfg.height}×{cfg.width}" + (f", audio 1×1×{cfg.audio_samples}" if cfg.audio else "")
     if args.onnx:
@@ -393,7 +421,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from .ablate_report import report
     from .config import from_dict, read_yaml, replace
 
-    study = from_dict(StudyConfig, read_yaml(args.config), where=args.config) if args.config else StudyConfig()
+    from .train import config_file
+
+    study = (from_dict(StudyConfig, read_yaml(config_file(args.config)), where=args.config) if args.config
+             else StudyConfig())
     study = replace(study, parse_overrides(args.overrides))
     if not args.report_only:
         run_study(study, log=lambda s: print(s, file=sys.stderr, flush=True))
@@ -425,8 +456,8 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
                    help="forward passes at once, sharing the CPU threads (default: 2 on a CPU with 2 threads or "
                         "more, 1 on CUDA; each holds its own activations)")
     p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
-                   help="replay each batch's forward pass from a CUDA graph (default: on with CUDA; an error "
-                        "without it)")
+                   help="replay each batch's forward pass from a CUDA graph (default: off until checked on a GPU; "
+                        "an error without CUDA)")
 
 
 def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type) -> None:
@@ -475,10 +506,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("train", help="train a model from a config (the paper's two-stage recipe)",
-                       description="Train from a YAML config (configs/), overriding any key with key=value "
+                       description="Train from a YAML config (a file, or one shipped with avrsp by name), "
+                                   "overriding any key with key=value "
                                    "(e.g. epochs=5 data.root=runs/synth/stavis model.fusion=mbt). Resume a "
                                    "killed run with --resume RUN_DIR. Scale out with torchrun.")
-    p.add_argument("--config", metavar="FILE")
+    from .train import shipped_configs
+
+    p.add_argument("--config", metavar="FILE|NAME",
+                   help="a YAML file, or the name of a config shipped with avrsp: "
+                        + ", ".join(n for n in shipped_configs() if "/" not in n) + ", ablations/…")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -502,7 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="run model files over a dataset with the paper's test protocol",
-                       description="Sliding 32-frame windows (reversed for the first frames), every frame "
+                       description="Sliding windows of the model's clip length (32 frames for the paper's model, "
+                                   "8 for avrsp_tiny; reversed for the first frames), every frame "
                                    "scored with the MIT benchmark metrics, averaged per video then over videos. "
                                    "Resumes from --out.")
     p.add_argument("--checkpoint", nargs="+", metavar="FILE",
@@ -593,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "pictures, score each on unseen videos with and without its sound, write one "
                                    "record per run and docs/results.md from the records. Resumes. "
                                    "configs/studies/fusion.yaml is the study docs/results.md reports.")
-    p.add_argument("--config", metavar="FILE", help="a study config (configs/studies/fusion.yaml)")
+    p.add_argument("--config", metavar="FILE|NAME", help="a study config (studies/fusion, shipped with avrsp)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0,1] rows=[ravf,add] jobs=2")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from the records")
     p.add_argument("--write", default="docs/results.md", metavar="FILE", help="the report (default docs/results.md)")

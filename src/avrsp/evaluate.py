@@ -195,8 +195,8 @@ def _check_run(out: Path, settings: dict) -> None:
         old = json.loads(path.read_text())
         if old != settings:
             changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-            raise EvalError(f"{out}: holds an evaluation with other settings ({', '.join(changed)}); resuming "
-                            f"would mix the two; use another --out")
+            raise EvalError(f"{out}: holds an evaluation with other settings ({', '.join(changed)}), and resuming "
+                            f"would mix the two: pass another --out, or remove {out} to start again")
     else:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: tmp.write_text(json.dumps(settings, indent=2)))

@@ -166,8 +166,9 @@ def prepare(model: AVRSP, device: str | torch.device = "cpu", precision: str = "
     ReLU that follows a 3-D convolution is computed inside it (``fold`` too,
     :func:`avrsp.models.fold.fuse_relu`: the same values), and S3D's stride-1 max pooling
     one axis at a time (:class:`avrsp.models.fold.SeparableMaxPool3d`: the same values,
-    bit for bit). On CUDA the forward pass is replayed from CUDA graphs (``graphs``, the
-    default there; :class:`GraphedForward`). ``fold=False`` gives the plain graph, for
+    bit for bit). On CUDA, ``graphs=True`` replays the forward pass from CUDA graphs
+    (:class:`GraphedForward`); off by default until a run on a GPU has checked real
+    captures (docs/predict.md). ``fold=False`` gives the plain graph, for
     comparison. Not for training: the folded model has no BatchNorm left to train."""
     import copy
 
@@ -190,7 +191,7 @@ def prepare(model: AVRSP, device: str | torch.device = "cpu", precision: str = "
             if name != "audio_net":
                 part.to(torch.bfloat16)
     if kind != "cpu":
-        if kind == "cuda" and graphs is not False:
+        if kind == "cuda" and graphs:
             model.forward = GraphedForward(model.forward)  # the instance's: a model's type and attributes stay
         return model
     model = to_channels_last_3d(model)

@@ -62,7 +62,7 @@ class Predictor:
     preview (up to K× faster; docs/predict.md measures how close); 1 is the exact
     protocol. ``streams``: forward passes at once (default:
     :func:`avrsp.inference.default_streams`, 2 on a CPU with two threads or more).
-    ``graphs``: replay each batch's forward pass from a CUDA graph (default: on CUDA;
+    ``graphs``: replay each batch's forward pass from a CUDA graph (default: off;
     :class:`avrsp.inference.GraphedForward`).
     """
 

@@ -127,10 +127,31 @@ class TrainConfig:
                 raise ConfigError(f"init.{key}: unknown part(s) {sorted(unknown)} (parts: {', '.join(sorted(parts))})")
 
 
+def shipped_configs() -> list[str]:
+    """The names of the configs that come with the package (``stage1_dhf1k``,
+    ``ablations/table5_add``, ``studies/fusion``, …)."""
+    root = Path(__file__).resolve().parent / "configs"
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def config_file(name: str | Path) -> Path:
+    """A config file: ``name`` itself when it is a file, else the shipped config of that
+    name (:func:`shipped_configs`), so that a pip-installed avrsp needs no clone."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = Path(__file__).resolve().parent / "configs" / f"{str(name).removesuffix('.yaml')}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(f"{name}: no such file, nor a shipped config of that name (shipped: "
+                      f"{', '.join(n for n in shipped_configs() if '/' not in n)}, ablations/…, studies/…)")
+
+
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """A training config from YAML, with ``base:`` inheritance (a path relative to the
-    file) and ``model: {name: <registered model>, <field>: <value>, ...}``."""
-    path = Path(path)
+    """A training config from YAML (a file, or a shipped config's name: :func:`config_file`),
+    with ``base:`` inheritance (a path relative to the file) and ``model: {name:
+    <registered model>, <field>: <value>, ...}``."""
+    path = config_file(path)
     data = _merged_yaml(path, seen=())
     model = data.pop("model", {"name": "avrsp"})
     if isinstance(model, str):
@@ -648,6 +669,10 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool, log) -> Path:
     if resume:
         state = load_checkpoint(run, model, optimizer, scheduler)
         start_epoch, start_batch, step, best = state["epoch"], state["batch"], state["step"], state["best"]
+        if start_epoch >= cfg.epochs:
+            log(f"{run}: all {cfg.epochs} epochs are done, nothing to train (resume with epochs=N above "
+                f"{cfg.epochs} to train on)")
+            return run
         log(f"resumed {run} at epoch {start_epoch + 1}, batch {start_batch}, step {step}")
     elif dist_.main:
         run.mkdir(parents=True, exist_ok=True)

@@ -255,10 +255,23 @@ def onnx_opset(path: str | Path) -> int:
     return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
+#: ONNX keeps a model in one protobuf only below 2 GB; larger weights go to a data file.
+ONNX_INLINE_LIMIT = 1.8e9
+
+
 def export_onnx(model, path: str | Path, opset: int = ONNX_MIN_OPSET) -> dict:
     """Export ``model`` (batch 1 at its configured window) to ONNX at ``opset`` (≥ 18) and
     check ONNX Runtime against PyTorch on a random window; returns {"max_abs_diff",
-    "inputs", "opset"}, the opset read back from the written file."""
+    "inputs", "opset", "files"}, the opset read back from the written file and the files
+    written.
+
+    The weights go inside the ``.onnx`` file, so that it can be copied alone; only a model
+    too large for one protobuf (2 GB) gets its weights in ``<path>.data`` beside it, the
+    name ONNX Runtime looks for. Both are written under their final names in a temporary
+    folder beside ``path`` and moved into place, the data file first."""
+    import shutil
+    import tempfile
+
     import numpy as np
     import onnxruntime as ort
 
@@ -268,17 +281,23 @@ def export_onnx(model, path: str | Path, opset: int = ONNX_MIN_OPSET) -> dict:
     inputs = example_inputs(model)
     names = ["clip", "audio"][:len(inputs)]
     path = Path(path)
-
-    def write(tmp):
+    inline = sum(t.numel() * t.element_size() for t in model.state_dict().values()) < ONNX_INLINE_LIMIT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
         with _quiet_exporter():
-            torch.onnx.export(_Exportable(model).eval(), inputs, str(tmp), opset_version=opset, dynamo=True,
-                              input_names=names, output_names=["saliency"], verbose=False)
-    atomic_write(path, write)
+            torch.onnx.export(_Exportable(model).eval(), inputs, str(Path(tmp) / path.name), opset_version=opset,
+                              dynamo=True, external_data=not inline, input_names=names, output_names=["saliency"],
+                              verbose=False)
+        written = sorted(Path(tmp).iterdir(), key=lambda f: f.name == path.name)  # the .onnx last
+        for f in written:
+            shutil.move(str(f), path.parent / f.name)
+    files = [path.parent / f.name for f in written]
     with torch.no_grad():
         ref = model(*inputs).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     out = session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})[0]
-    return {"max_abs_diff": float(np.abs(out - ref).max()), "inputs": names, "opset": onnx_opset(path)}
+    return {"max_abs_diff": float(np.abs(out - ref).max()), "inputs": names, "opset": onnx_opset(path),
+            "files": files}
 
 
 def export_torch(model, path: str | Path) -> dict:
