@@ -4,6 +4,7 @@ have a size limit, jobs can be cancelled, and nobody reaches a job without its i
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import urllib.request
 import zipfile
 from io import BytesIO
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -21,9 +23,12 @@ pytest.importorskip("starlette", reason="avrsp serve needs the serve extra: pip 
 
 from avrsp.data.synth import SynthConfig, write_dataset  # noqa: E402
 from avrsp.predict import demo_video  # noqa: E402
+from avrsp.serve import MAX_NAME_BYTES  # noqa: E402
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "serve.png"
+#: A name fetch cannot put in a header as it is, with what breaks a quoted header value.
+ODD_NAME = 'видео "日本"; filename=x.mp4'
 
 
 def free_port() -> int:
@@ -66,6 +71,20 @@ def call(url, data=None, headers=None, method=None):
         return e.code, e.read()
 
 
+def post_video(url, data: bytes, name: str, **headers) -> tuple[int, dict]:
+    """An upload as the page sends it: the bytes as the body, the name percent-encoded UTF-8."""
+    code, body = call(f"{url}/api/jobs", data, {"Content-Type": "application/octet-stream",
+                                                "X-Filename": quote(name, safe=""), **headers}, "POST")
+    return code, json.loads(body)
+
+
+def one_sentence(body: bytes) -> str:
+    """The error of a refused request, checked to be one line that no stack trace is in."""
+    message = json.loads(body)["error"]
+    assert message and "\n" not in message and "Traceback" not in message, message
+    return message
+
+
 def wait_for(url, job, states=("done", "failed", "cancelled"), seconds=120):
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -76,13 +95,24 @@ def wait_for(url, job, states=("done", "failed", "cancelled"), seconds=120):
     pytest.fail(f"job {job} did not finish: {status}")
 
 
+@pytest.fixture(scope="module")
+def uploaded(server):
+    """The demo clip uploaded under ODD_NAME, predicted: (job id, its status)."""
+    url, _ = server
+    code, body = post_video(url, demo_video().read_bytes(), ODD_NAME)
+    assert code == 201, body
+    status = wait_for(url, body["id"])
+    assert status["state"] == "done", status
+    return body["id"], status
+
+
 # ------------------------------------------------------------------ the server's rules, over HTTP
 
 def test_bad_input_is_one_sentence_and_nothing_leaks(server):
     url, _ = server
-    code, body = call(f"{url}/api/jobs", b"this is not a video", {"X-Filename": "notes.mp4"}, "POST")
+    code, body = post_video(url, b"this is not a video", "notes.mp4")
     assert code == 201
-    status = wait_for(url, json.loads(body)["id"])
+    status = wait_for(url, body["id"])
     assert status["state"] == "failed" and status["message"].startswith("notes.mp4: cannot open")
     assert "Traceback" not in status["message"] and "/uploads/" not in status["message"]
     # Over the size limit (2 MB here): refused from the declared size, before a byte of the body is read.
@@ -117,12 +147,49 @@ def test_a_long_job_can_be_cancelled(server):
     cfg = SynthConfig(videos=3, frames=150, height=72, width=128, seed=8)
     path = root / "long.mp4"
     _write_mp4(path, generate_video(cfg, 0, "relevant"), cfg)
-    job = json.loads(call(f"{url}/api/jobs", path.read_bytes(), {"X-Filename": "long.mp4"}, "POST")[1])["id"]
+    job = post_video(url, path.read_bytes(), "long.mp4")[1]["id"]
     wait_for(url, job, ("running",))
     assert call(f"{url}/api/jobs/{job}/cancel", method="POST")[0] == 200
     status = wait_for(url, job)
     assert status["state"] == "cancelled" and status["done"] < 150
     assert call(f"{url}/api/jobs/{job}/files/video.mp4")[0] == 404
+
+
+def content_disposition_name(header: str) -> str:
+    """The UTF-8 name of an RFC 6266 attachment, the header checked against its grammar."""
+    match = re.fullmatch(r"""attachment; filename="[^"\\]*"; filename\*=UTF-8''([A-Za-z0-9%!#$&+.^_`|~-]+)""", header)
+    assert match, header
+    return unquote(match[1], errors="strict")
+
+
+def test_names_travel_as_utf8_and_downloads_keep_them(server, uploaded):
+    url, _ = server
+    job, status = uploaded
+    assert status["name"] == ODD_NAME and status["result"]["name"] == ODD_NAME
+    for name in ("maps.zip", "maps.npz", "overlay.mp4"):
+        request = urllib.request.Request(f"{url}/api/jobs/{job}/files/{name}")
+        with urllib.request.urlopen(request, timeout=30) as r:
+            header = r.headers["Content-Disposition"]
+        assert content_disposition_name(header) == f'видео "日本"; filename=x_{name}'
+
+
+def test_odd_names_are_cleaned_not_refused(server):
+    url, _ = server
+    for sent, expected in (("..", "upload"), ("../../etc/passwd", "passwd"), ("a\\..\\b.mp4", "b.mp4"),
+                           ("\u202egnp.exe\x07.mp4", "gnp.exe.mp4"), ("  .hidden.mkv", "hidden.mkv")):
+        code, body = post_video(url, b"not a video", sent)
+        assert code == 201, (sent, body)
+        status = wait_for(url, body["id"])
+        assert status["name"] == expected and status["message"].startswith(f"{expected}: cannot open"), status
+    long = "x" * 300 + ".mp4"
+    code, body = post_video(url, b"not a video", long)
+    assert code == 201, body
+    name = wait_for(url, body["id"])["name"]
+    assert name.endswith(".mp4") and long.startswith(name[:-4]) and len(name.encode()) <= MAX_NAME_BYTES
+    # Not UTF-8 once decoded: refused, with the cause.
+    code, body = call(f"{url}/api/jobs", b"x", {"Content-Type": "application/octet-stream",
+                                                "X-Filename": "%FF%FE.mp4"}, "POST")
+    assert code == 400 and "UTF-8" in one_sentence(body)
 
 
 # ------------------------------------------------------------------ the page, in a real browser
@@ -169,11 +236,13 @@ def test_the_page_plays_scrubs_and_scores_in_a_browser(server, browser, tmp_path
     d = browser
     d.get(url)
     assert "avrsp" in d.title and "built-in avrsp_tiny" in d.find_element("id", "model").text
-    # Upload the demo clip as a user would: the file chooser, then Predict.
-    d.find_element("id", "file").send_keys(str(demo_video()))
+    # Upload the demo clip, under a name that is not Latin-1, as a user would: the file chooser, then Predict.
+    clip = tmp_path / "видео 日本.mp4"
+    shutil.copyfile(demo_video(), clip)
+    d.find_element("id", "file").send_keys(str(clip))
     d.find_element("id", "upload").click()
     until(d, lambda: d.find_element("id", "status").text == "done", what="the upload")
-    assert d.find_element("id", "error").text == ""
+    assert d.find_element("id", "error").text == "" and d.find_element("id", "title").text == clip.name
     # The video with its sound is there and plays.
     ready = until(d, lambda: d.execute_script("const v = document.getElementById('video'); "
                                               "return v.readyState >= 1 ? [v.duration, v.videoWidth] : null;"))

@@ -21,16 +21,19 @@ from __future__ import annotations
 import io
 import json
 import queue
+import re
 import secrets
 import shutil
 import tempfile
 import threading
 import time
+import unicodedata
 import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Callable
+from urllib.parse import quote, unquote
 
 import numpy as np
 
@@ -38,6 +41,9 @@ from .config import ConfigError
 
 #: Finished jobs kept on disk; the oldest are removed beyond this.
 KEEP_JOBS = 20
+#: An uploaded file's name is cut to this many bytes of UTF-8, its extension kept: file
+#: systems allow 255, and a download's name adds a suffix to it.
+MAX_NAME_BYTES = 150
 #: File names a job folder may serve (everything else is refused, whatever the path says).
 _SERVED = {"video.mp4", "overlay.mp4", "maps.npz", "maps.zip"}
 _SERVED_DIRS = {"frames": ".jpg", "heat": ".png", "gt": ".png", "ret_a": ".png", "ret_v": ".png"}
@@ -280,6 +286,43 @@ def _allowed(name: str) -> bool:
     return bool(sep) and suffix is not None and file.endswith(suffix) and file[: -len(suffix)].isdigit()
 
 
+# ------------------------------------------------------------------ names
+
+def clean_name(raw: str) -> str:
+    """``raw`` as a file name safe to store and to show: its last path part, without
+    control or formatting characters and leading dots, cut to MAX_NAME_BYTES of UTF-8
+    with its extension kept; "upload" when nothing is left."""
+    name = re.split(r"[/\\]", unicodedata.normalize("NFC", raw))[-1]
+    name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Zl", "Zp"))
+    name = name.strip().lstrip(". ")
+    stem, dot, suffix = name.rpartition(".")
+    if dot and stem and re.fullmatch(r"[A-Za-z0-9]{1,10}", suffix):
+        suffix = "." + suffix
+    else:
+        stem, suffix = name, ""
+    stem = stem.encode()[: MAX_NAME_BYTES - len(suffix)].decode("utf-8", "ignore").rstrip(" .")
+    return (stem or "upload") + suffix
+
+
+def _upload_name(header: str | None) -> str:
+    """The uploaded file's name from ``X-Filename``: percent-encoded UTF-8, as the page
+    sends it (raw UTF-8 bytes are understood too), cleaned by :func:`clean_name`."""
+    if header is None:
+        return "upload.mp4"
+    try:  # HTTP headers arrive decoded as Latin-1: back to their bytes, then UTF-8
+        return clean_name(unquote(header.encode("latin-1").decode("utf-8"), errors="strict"))
+    except UnicodeError:
+        raise ValueError("X-Filename: the name is not UTF-8; send it percent-encoded "
+                         "(JavaScript's encodeURIComponent)") from None
+
+
+def attachment(filename: str) -> str:
+    """Content-Disposition for a download named ``filename`` (RFC 6266): the UTF-8 name in
+    ``filename*`` (RFC 5987) and an ASCII stand-in for clients that do not read it."""
+    plain = "".join(c if " " <= c <= "~" and c not in '"\\%' else "_" for c in filename)
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
 # ------------------------------------------------------------------ the app
 
 def create_app(checkpoint: Path | None = None, data: Path | None = None, *, workdir: Path | None = None,
@@ -334,7 +377,10 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
         if request.query_params.get("demo"):
             job = jobs.submit("video", demo_video().name, video_job(predictor, demo_video()))
             return JSONResponse({"id": job.id}, status_code=201)
-        name = Path(request.headers.get("x-filename", "upload.mp4")).name or "upload.mp4"
+        try:
+            name = _upload_name(request.headers.get("x-filename"))
+        except ValueError as e:
+            return error(400, str(e))
         declared = request.headers.get("content-length")
         if declared is not None and int(declared) > limit:
             return error(413, f"{name}: {int(declared) / 2**20:.0f} MB is over this server's limit of "
@@ -398,8 +444,7 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
         except (FileNotFoundError, KeyError, ValueError):
             return error(404, f"{name}: no such file")
         download = name in ("overlay.mp4", "maps.zip", "maps.npz")
-        headers = {"Content-Disposition": f'attachment; filename="{Path(found[0].name).stem}_{name}"'} \
-            if download else {}
+        headers = {"Content-Disposition": attachment(f"{Path(found[0].name).stem}_{name}")} if download else {}
         if isinstance(content, Path):
             if not content.is_file():
                 return error(404, f"{name}: no such file")
