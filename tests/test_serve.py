@@ -13,9 +13,10 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from http.client import HTTPConnection
 from io import BytesIO
 from pathlib import Path
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 
@@ -27,6 +28,7 @@ from avrsp.serve import MAX_NAME_BYTES  # noqa: E402
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "serve.png"
+UPLOAD_TIMEOUT = 3  # the test server's --upload-timeout, seconds
 #: A name fetch cannot put in a header as it is, with what breaks a quoted header value.
 ODD_NAME = 'видео "日本"; filename=x.mp4'
 
@@ -45,6 +47,7 @@ def server(tmp_path_factory):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "avrsp", "serve", "--port", str(port), "--data",
                              str(root / "synth" / "stavis"), "--max-upload-mb", "2", "--precision", "fp32",
+                             "--upload-timeout", str(UPLOAD_TIMEOUT),
                              "--workdir", str(root / "work")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -116,10 +119,7 @@ def test_bad_input_is_one_sentence_and_nothing_leaks(server):
     assert status["state"] == "failed" and status["message"].startswith("notes.mp4: cannot open")
     assert "Traceback" not in status["message"] and "/uploads/" not in status["message"]
     # Over the size limit (2 MB here): refused from the declared size, before a byte of the body is read.
-    import http.client
-    from urllib.parse import urlsplit
-
-    conn = http.client.HTTPConnection(urlsplit(url).netloc, timeout=30)
+    conn = HTTPConnection(urlsplit(url).netloc, timeout=30)
     conn.putrequest("POST", "/api/jobs")
     conn.putheader("X-Filename", "big.mp4")
     conn.putheader("Content-Length", str(3 * 2**20))
@@ -190,6 +190,43 @@ def test_odd_names_are_cleaned_not_refused(server):
     code, body = call(f"{url}/api/jobs", b"x", {"Content-Type": "application/octet-stream",
                                                 "X-Filename": "%FF%FE.mp4"}, "POST")
     assert code == 400 and "UTF-8" in one_sentence(body)
+
+
+def upload_folders(root: Path) -> set[str]:
+    return {p.name for p in (root / "work" / "uploads").iterdir()}
+
+
+def test_a_cut_or_stalled_upload_leaves_nothing_behind(server):
+    url, root = server
+    before = upload_folders(root)
+
+    def begin(length: int, sent: bytes) -> HTTPConnection:
+        conn = HTTPConnection(urlsplit(url).netloc, timeout=UPLOAD_TIMEOUT + 20)
+        conn.putrequest("POST", "/api/jobs")
+        conn.putheader("Content-Type", "application/octet-stream")
+        conn.putheader("X-Filename", "cut.mp4")
+        conn.putheader("Content-Length", str(length))
+        conn.endheaders()
+        conn.send(sent)
+        return conn
+
+    for _ in range(3):  # the client goes away part-way
+        begin(300_000, os.urandom(100_000)).close()
+    deadline = time.time() + 10
+    while upload_folders(root) - before and time.time() < deadline:
+        time.sleep(0.1)
+    assert not upload_folders(root) - before, "cut uploads were left in the uploads folder"
+    # The client stays but sends nothing more: answered once the timeout passes, and removed.
+    conn = begin(300_000, os.urandom(1000))
+    t0 = time.time()
+    try:
+        response = conn.getresponse()
+    except TimeoutError:
+        pytest.fail("a stalled upload held its connection with no timeout")
+    assert response.status == 408 and "stalled" in one_sentence(response.read())
+    assert UPLOAD_TIMEOUT - 0.5 < time.time() - t0 < UPLOAD_TIMEOUT + 10
+    conn.close()
+    assert not upload_folders(root) - before
 
 
 # ------------------------------------------------------------------ the page, in a real browser

@@ -18,6 +18,7 @@ page as one sentence, never a stack trace.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import queue
@@ -326,12 +327,12 @@ def attachment(filename: str) -> str:
 # ------------------------------------------------------------------ the app
 
 def create_app(checkpoint: Path | None = None, data: Path | None = None, *, workdir: Path | None = None,
-               max_upload_mb: float = 500.0, device: str = "auto", precision: str = "auto", batch: int | None = None,
+               max_upload_mb: float = 500.0, upload_timeout: float = 30.0, device: str = "auto", precision: str = "auto", batch: int | None = None,
                streams: int | None = None, graphs: bool | None = None):
     """The Starlette application (also what the tests drive)."""
     try:
         from starlette.applications import Starlette
-        from starlette.requests import Request
+        from starlette.requests import ClientDisconnect, Request
         from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
         from starlette.routing import Route
     except ImportError:
@@ -339,6 +340,9 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
     from .evaluate import EvalError, default_postprocess, plan
     from .predict import Predictor, built_in_notice, demo_video
 
+    for flag, value in (("--max-upload-mb", max_upload_mb), ("--upload-timeout", upload_timeout)):
+        if not value > 0:
+            raise ConfigError(f"{flag} {value:g}: must be positive")
     predictor = Predictor(checkpoint, device=device, precision=precision, batch=batch, streams=streams, graphs=graphs)
     model_line = (built_in_notice() if checkpoint is None
                   else f"model: {Path(checkpoint).name} ({predictor.config.name})")
@@ -385,24 +389,36 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
         if declared is not None and int(declared) > limit:
             return error(413, f"{name}: {int(declared) / 2**20:.0f} MB is over this server's limit of "
                               f"{max_upload_mb:g} MB (avrsp serve --max-upload-mb)")
-        job_id = secrets.token_urlsafe(16)
-        target = uploads / job_id / name
-        target.parent.mkdir(parents=True)
-        size = 0
-        with open(target, "wb") as f:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    f.close()
-                    shutil.rmtree(target.parent, ignore_errors=True)
-                    return error(413, f"{name}: over this server's limit of {max_upload_mb:g} MB "
-                                      f"(avrsp serve --max-upload-mb)")
-                f.write(chunk)
-        if size == 0:
-            shutil.rmtree(target.parent, ignore_errors=True)
-            return error(400, f"{name}: the file is empty")
-        job = jobs.submit("video", name, _upload(target, name, video_job(predictor, target)))
-        return JSONResponse({"id": job.id}, status_code=201)
+        folder = uploads / secrets.token_urlsafe(16)
+        folder.mkdir()
+        kept = False
+        try:
+            size = 0
+            chunks = request.stream()
+            with open(folder / name, "wb") as f:
+                while True:
+                    try:
+                        chunk = await asyncio.wait_for(anext(chunks), upload_timeout)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        return error(408, f"{name}: the upload stalled, nothing arrived for "
+                                          f"{upload_timeout:g} s (avrsp serve --upload-timeout)")
+                    size += len(chunk)
+                    if size > limit:
+                        return error(413, f"{name}: over this server's limit of {max_upload_mb:g} MB "
+                                          f"(avrsp serve --max-upload-mb)")
+                    f.write(chunk)
+            if size == 0:
+                return error(400, f"{name}: the file is empty")
+            job = jobs.submit("video", name, _upload(folder / name, name, video_job(predictor, folder / name)))
+            kept = True
+            return JSONResponse({"id": job.id}, status_code=201)
+        except ClientDisconnect:  # nobody is left to read the answer
+            return error(400, f"{name}: the upload was interrupted")
+        finally:
+            if not kept:  # a refused, stalled, cut or cancelled upload leaves nothing behind
+                shutil.rmtree(folder, ignore_errors=True)
 
     async def data_list(request: Request):
         return JSONResponse({"videos": [{"key": key, "frames": len(item.video), "fps": item.video.fps}
