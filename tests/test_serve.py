@@ -24,7 +24,7 @@ pytest.importorskip("starlette", reason="avrsp serve needs the serve extra: pip 
 
 from avrsp.data.synth import SynthConfig, write_dataset  # noqa: E402
 from avrsp.predict import demo_video  # noqa: E402
-from avrsp.serve import MAX_NAME_BYTES  # noqa: E402
+from avrsp.serve import KEEP_RESULTS, MAX_NAME_BYTES, MAX_WAITING  # noqa: E402
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "serve.png"
@@ -88,10 +88,16 @@ def one_sentence(body: bytes) -> str:
     return message
 
 
+def cancel(url, job):
+    return call(f"{url}/api/jobs/{job}/cancel", method="POST")[0]
+
+
 def wait_for(url, job, states=("done", "failed", "cancelled"), seconds=120):
     deadline = time.time() + seconds
     while time.time() < deadline:
         status = json.loads(call(f"{url}/api/jobs/{job}")[1])
+        if "state" not in status:
+            pytest.fail(f"job {job}: {status}")
         if status["state"] in states:
             return status
         time.sleep(0.2)
@@ -227,6 +233,56 @@ def test_a_cut_or_stalled_upload_leaves_nothing_behind(server):
     assert UPLOAD_TIMEOUT - 0.5 < time.time() - t0 < UPLOAD_TIMEOUT + 10
     conn.close()
     assert not upload_folders(root) - before
+
+
+def test_failed_and_cancelled_jobs_do_not_push_results_out(server, uploaded):
+    url, _ = server
+    job, _ = uploaded
+    failed = []
+    for k in range(KEEP_RESULTS + 2):
+        failed.append(post_video(url, b"not a video", f"junk{k}.mp4")[1]["id"])
+        if len(failed) % (MAX_WAITING // 2) == 0:  # stay within the queue
+            wait_for(url, failed[-1])
+    cancelled = [json.loads(call(f"{url}/api/jobs?demo=1", method="POST")[1])["id"] for _ in range(2)]
+    for j in cancelled:
+        assert cancel(url, j) == 200
+    for j in (failed[-1], *cancelled):
+        wait_for(url, j)
+    assert json.loads(call(f"{url}/api/jobs/{job}")[1]).get("state") == "done", "a result was pushed out"
+    assert call(f"{url}/api/jobs/{job}/files/maps.npz")[0] == 200
+    assert all(wait_for(url, j)["state"] == "failed" for j in failed)
+    assert all(wait_for(url, j)["state"] == "cancelled" for j in cancelled)
+
+
+def test_the_queue_is_bounded(server):
+    url, _ = server
+    accepted, refused = [], None
+    try:
+        for _ in range(MAX_WAITING + 3):
+            code, body = call(f"{url}/api/jobs?demo=1", method="POST")
+            if code == 503:
+                refused = one_sentence(body)
+                break
+            assert code == 201, body
+            accepted.append(json.loads(body)["id"])
+        assert refused is not None and "waiting" in refused, "the queue took every job"
+        assert MAX_WAITING <= len(accepted) <= MAX_WAITING + 1  # the first may be running already
+        # An upload is refused before its body is read: none is sent here, and the answer comes at once.
+        conn = HTTPConnection(urlsplit(url).netloc, timeout=UPLOAD_TIMEOUT - 1)
+        conn.putrequest("POST", "/api/jobs")
+        conn.putheader("Content-Type", "application/octet-stream")
+        conn.putheader("Content-Length", "100000")
+        conn.endheaders()
+        response = conn.getresponse()
+        assert response.status == 503 and "waiting" in one_sentence(response.read())
+        conn.close()
+    finally:
+        for job in accepted:
+            cancel(url, job)
+    assert all(wait_for(url, job, seconds=30)["state"] == "cancelled" for job in accepted)
+    code, body = call(f"{url}/api/jobs?demo=1", method="POST")  # room again
+    assert code == 201
+    cancel(url, json.loads(body)["id"])
 
 
 # ------------------------------------------------------------------ the page, in a real browser

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import queue
 import re
 import secrets
 import shutil
@@ -40,8 +39,13 @@ import numpy as np
 
 from .config import ConfigError
 
-#: Finished jobs kept on disk; the oldest are removed beyond this.
-KEEP_JOBS = 20
+#: Results kept on disk; the oldest are removed beyond this. Only jobs that produced a
+#: result count, so failed or cancelled jobs never push anyone's result out.
+KEEP_RESULTS = 20
+#: Failed and cancelled jobs whose status (one sentence; they keep no files) is still answered.
+KEEP_ENDED = 100
+#: Jobs that may wait behind the running one; more are refused (HTTP 503).
+MAX_WAITING = 10
 #: An uploaded file's name is cut to this many bytes of UTF-8, its extension kept: file
 #: systems allow 255, and a download's name adds a suffix to it.
 MAX_NAME_BYTES = 150
@@ -52,6 +56,10 @@ _SERVED_DIRS = {"frames": ".jpg", "heat": ".png", "gt": ".png", "ret_a": ".png",
 
 class JobCancelled(Exception):
     """Raised inside a job when its user cancelled it."""
+
+
+class QueueFull(Exception):
+    """A job refused because the queue is full."""
 
 
 @dataclass
@@ -67,6 +75,7 @@ class Job:
     result: dict = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
     finished: float = 0.0
+    upload: Path | None = None  # the uploaded file's folder, removed when the job ends
 
     def status(self, position: int | None = None) -> dict:
         return {"id": self.id, "kind": self.kind, "name": self.name, "state": self.state, "done": self.done,
@@ -80,60 +89,94 @@ class Job:
 
 
 class Jobs:
-    """Jobs run one at a time on a background thread, first come first served."""
+    """Jobs run one at a time on a background thread, first come first served; at most
+    ``max_waiting`` wait."""
 
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self, root: Path, max_waiting: int = MAX_WAITING):
+        self.root, self.max_waiting = root, max_waiting
         self.jobs: dict[str, Job] = {}
-        self.lock = threading.Lock()
-        self.queue: queue.Queue = queue.Queue()
-        self.waiting: list[str] = []
+        self.waiting: list[tuple[Job, Callable[[Job], dict]]] = []
+        self.lock = threading.Condition()
         threading.Thread(target=self._work, name="avrsp-serve-jobs", daemon=True).start()
 
-    def submit(self, kind: str, name: str, run: Callable[[Job], dict], folder: Path | None = None) -> Job:
-        job_id = secrets.token_urlsafe(16)
-        folder = folder or self.root / job_id
-        folder.mkdir(parents=True, exist_ok=True)
-        job = Job(job_id, kind, name, folder)
+    def full(self) -> str | None:
+        """Why no job can be queued now, or None."""
         with self.lock:
+            if len(self.waiting) >= self.max_waiting:
+                return (f"{len(self.waiting)} jobs are waiting already, the most this server queues; "
+                        f"try again when one has finished")
+        return None
+
+    def submit(self, kind: str, name: str, run: Callable[[Job], dict], upload: Path | None = None) -> Job:
+        with self.lock:
+            refused = self.full()
+            if refused:
+                raise QueueFull(refused)
+            job_id = secrets.token_urlsafe(16)
+            folder = self.root / job_id
+            folder.mkdir(parents=True)
+            job = Job(job_id, kind, name, folder, upload=upload)
             self.jobs[job_id] = job
-            self.waiting.append(job_id)
-        self.queue.put((job, run))
+            self.waiting.append((job, run))
+            self.lock.notify()
         return job
 
     def get(self, job_id: str) -> tuple[Job, int | None] | None:
         with self.lock:
             job = self.jobs.get(job_id)
-            position = self.waiting.index(job_id) + 1 if job_id in self.waiting else None
+            position = next((i + 1 for i, (j, _) in enumerate(self.waiting) if j.id == job_id), None)
         return (job, position) if job is not None else None
+
+    def cancel(self, job: Job) -> None:
+        """A queued job ends at once (its place is free again); a running one at its next frame."""
+        with self.lock:
+            job.cancel.set()
+            queued = next((i for i, (j, _) in enumerate(self.waiting) if j is job), None)
+            if queued is None:
+                return
+            del self.waiting[queued]
+            gone = self._end(job, "cancelled", "cancelled")
+        _remove(gone)
 
     def _work(self) -> None:
         while True:
-            job, run = self.queue.get()
             with self.lock:
-                self.waiting.remove(job.id)
-            if job.cancel.is_set():
-                job.state = "cancelled"
-            else:
+                while not self.waiting:
+                    self.lock.wait()
+                job, run = self.waiting.pop(0)
                 job.state = "running"
-                try:
-                    job.result = run(job)
-                    job.state, job.message = "done", ""
-                except JobCancelled:
-                    job.state, job.message = "cancelled", "cancelled"
-                except Exception as e:  # noqa: BLE001 - any failure is the job's, told to its page
-                    job.state, job.message = "failed", _one_line(e)
-            job.finished = time.time()
-            if job.state != "done":
-                shutil.rmtree(job.folder, ignore_errors=True)
-            self._forget_old()
+            result, message = {}, ""
+            try:
+                result, state = run(job), "done"
+            except JobCancelled:
+                state, message = "cancelled", "cancelled"
+            except Exception as e:  # noqa: BLE001 - any failure is the job's, told to its page
+                state, message = "failed", _one_line(e)
+            with self.lock:
+                gone = self._end(job, state, message, result)
+            _remove(gone)
 
-    def _forget_old(self) -> None:
-        with self.lock:
-            ended = sorted((j for j in self.jobs.values() if j.finished), key=lambda j: j.finished)
-            for job in ended[:-KEEP_JOBS]:
-                shutil.rmtree(job.folder, ignore_errors=True)
-                del self.jobs[job.id]
+    def _end(self, job: Job, state: str, message: str, result: dict | None = None) -> list[Path]:
+        """Record how ``job`` ended and forget what is beyond the limits; under the lock.
+        Returns the folders to remove (outside the lock: a large one takes a while)."""
+        job.result, job.message, job.finished = result or {}, message, time.time()
+        job.state = state
+        gone = [job.upload] if job.upload is not None else []
+        if state != "done":
+            gone.append(job.folder)
+        results = sorted((j for j in self.jobs.values() if j.state == "done"), key=lambda j: j.finished)
+        for old in results[:-KEEP_RESULTS]:
+            gone.append(old.folder)
+            del self.jobs[old.id]
+        ended = sorted((j for j in self.jobs.values() if j.state in ("failed", "cancelled")), key=lambda j: j.finished)
+        for old in ended[:-KEEP_ENDED]:
+            del self.jobs[old.id]
+        return gone
+
+
+def _remove(folders: list[Path]) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _one_line(e: BaseException) -> str:
@@ -379,7 +422,10 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
 
     async def create_job(request: Request):
         if request.query_params.get("demo"):
-            job = jobs.submit("video", demo_video().name, video_job(predictor, demo_video()))
+            try:
+                job = jobs.submit("video", demo_video().name, video_job(predictor, demo_video()))
+            except QueueFull as e:
+                return error(503, str(e))
             return JSONResponse({"id": job.id}, status_code=201)
         try:
             name = _upload_name(request.headers.get("x-filename"))
@@ -389,6 +435,9 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
         if declared is not None and int(declared) > limit:
             return error(413, f"{name}: {int(declared) / 2**20:.0f} MB is over this server's limit of "
                               f"{max_upload_mb:g} MB (avrsp serve --max-upload-mb)")
+        refused = jobs.full()
+        if refused:  # before a byte is stored
+            return error(503, refused)
         folder = uploads / secrets.token_urlsafe(16)
         folder.mkdir()
         kept = False
@@ -411,7 +460,11 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
                     f.write(chunk)
             if size == 0:
                 return error(400, f"{name}: the file is empty")
-            job = jobs.submit("video", name, _upload(folder / name, name, video_job(predictor, folder / name)))
+            try:
+                job = jobs.submit("video", name, _upload(folder / name, name, video_job(predictor, folder / name)),
+                                  upload=folder)
+            except QueueFull as e:
+                return error(503, str(e))
             kept = True
             return JSONResponse({"id": job.id}, status_code=201)
         except ClientDisconnect:  # nobody is left to read the answer
@@ -432,7 +485,10 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
         if key not in items:
             return error(404, f"{key}: not a test video of --data")
         item = items[key]
-        job = jobs.submit("dataset", key, dataset_job(predictor, item, default_postprocess(item.dataset)))
+        try:
+            job = jobs.submit("dataset", key, dataset_job(predictor, item, default_postprocess(item.dataset)))
+        except QueueFull as e:
+            return error(503, str(e))
         return JSONResponse({"id": job.id}, status_code=201)
 
     async def job_status(request: Request):
@@ -445,7 +501,7 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
         found = jobs.get(request.path_params["id"])
         if found is None:
             return error(404, "no such job (it may have expired)")
-        found[0].cancel.set()
+        jobs.cancel(found[0])
         return JSONResponse({"id": found[0].id, "cancelling": True})
 
     async def job_file(request: Request):
@@ -480,8 +536,8 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
 
 
 def _upload(path: Path, name: str, run: Callable[[Job], dict]) -> Callable[[Job], dict]:
-    """``run`` on an uploaded file: its errors name the file as the user named it (not our
-    folder), and the upload is deleted whatever happened: outputs are what a job keeps."""
+    """``run`` on an uploaded file, its errors naming the file as the user named it (not
+    our folder). The upload itself is removed by :class:`Jobs` when the job ends."""
     def wrapped(job: Job) -> dict:
         try:
             return run(job)
@@ -489,8 +545,6 @@ def _upload(path: Path, name: str, run: Callable[[Job], dict]) -> Callable[[Job]
             raise
         except Exception as e:  # noqa: BLE001 - reworded, then handled by Jobs like any failure
             raise RuntimeError(_one_line(e).replace(str(path), name)) from None
-        finally:
-            shutil.rmtree(path.parent, ignore_errors=True)
     return wrapped
 
 
