@@ -13,14 +13,19 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from fractions import Fraction
 from http.client import HTTPConnection
 from io import BytesIO
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
+import numpy as np
 import pytest
 
 pytest.importorskip("starlette", reason="avrsp serve needs the serve extra: pip install 'avrsp[serve]'")
+
+import av  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from avrsp.data.synth import SynthConfig, write_dataset  # noqa: E402
 from avrsp.predict import demo_video  # noqa: E402
@@ -39,30 +44,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`avrsp serve` as a user starts it, on a free port, with a synthetic dataset to browse."""
-    root = tmp_path_factory.mktemp("serve")
-    write_dataset(root / "synth", SynthConfig(videos=3, frames=20, height=72, width=128, seed=6))
+def start_server(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """`avrsp serve` as a user starts it, on a free port of 127.0.0.1."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "avrsp", "serve", "--port", str(port), "--data",
-                             str(root / "synth" / "stavis"), "--max-upload-mb", "2", "--precision", "fp32",
-                             "--upload-timeout", str(UPLOAD_TIMEOUT),
-                             "--workdir", str(root / "work")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "avrsp", "serve", "--port", str(port), "--precision", "fp32", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
             urllib.request.urlopen(url, timeout=1).read()
-            break
+            return proc, url
         except OSError:
             if proc.poll() is not None:
                 pytest.fail(f"avrsp serve exited: {proc.stdout.read()}")
             time.sleep(0.2)
+    proc.kill()
+    pytest.fail("avrsp serve did not answer within 60 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A server with a synthetic dataset to browse, a 2 MB upload limit and a short upload timeout."""
+    root = tmp_path_factory.mktemp("serve")
+    write_dataset(root / "synth", SynthConfig(videos=3, frames=20, height=72, width=128, seed=6))
+    proc, url = start_server("--data", str(root / "synth" / "stavis"), "--max-upload-mb", "2",
+                             "--upload-timeout", str(UPLOAD_TIMEOUT), "--workdir", str(root / "work"))
     yield url, root
-    proc.terminate()
-    proc.wait(10)
+    stop_server(proc)
 
 
 def call(url, data=None, headers=None, method=None):
@@ -102,6 +117,29 @@ def wait_for(url, job, states=("done", "failed", "cancelled"), seconds=120):
             return status
         time.sleep(0.2)
     pytest.fail(f"job {job} did not finish: {status}")
+
+
+def write_clip(path: Path, width: int, height: int, frames: int, fps: int = 25) -> Path:
+    """A small H.264 clip of moving gradients, quick to write at any size, in any container."""
+    y, x = np.mgrid[0:height, 0:width]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=Fraction(fps))
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        for k in range(frames):
+            rgb = np.dstack([(x + 4 * k) * 255 // width, y * 255 // height, np.full_like(x, 9 * k % 256)])
+            for p in s.encode(av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path
+
+
+def model_grid() -> tuple[int, int]:
+    from avrsp.checkpoint import read_metadata
+    from avrsp.predict import default_checkpoint
+
+    config = read_metadata(default_checkpoint())["config"]
+    return config["height"], config["width"]
 
 
 @pytest.fixture(scope="module")
@@ -283,6 +321,76 @@ def test_the_queue_is_bounded(server):
     code, body = call(f"{url}/api/jobs?demo=1", method="POST")  # room again
     assert code == 201
     cancel(url, json.loads(body)["id"])
+
+
+def test_maps_npz_keeps_the_models_grid_not_the_videos_size(server, tmp_path):
+    url, _ = server
+    clip = write_clip(tmp_path / "hd.mp4", 1280, 720, 12)
+    code, body = post_video(url, clip.read_bytes(), "hd.mp4")
+    assert code == 201, body
+    assert wait_for(url, body["id"])["state"] == "done"
+    code, data = call(f"{url}/api/jobs/{body['id']}/files/maps.npz")
+    with np.load(BytesIO(data)) as z:
+        shapes = {z[k].shape for k in z.files}
+        assert len(z.files) == 12 and all(z[k].dtype == np.float32 for k in z.files)
+    (h, w), = shapes
+    gh, gw = model_grid()
+    assert h >= gh and w >= gw and (h == gh or w == gw), (h, w)  # just covers the model's grid
+    assert abs(w / h - 1280 / 720) < 0.02
+    assert len(data) < 12 * h * w * 4 + 100_000
+    # The 8-bit maps stay at the video's size.
+    code, data = call(f"{url}/api/jobs/{body['id']}/files/maps.zip")
+    with zipfile.ZipFile(BytesIO(data)) as z:
+        assert Image.open(BytesIO(z.read(z.namelist()[0]))).size == (1280, 720)
+
+
+def test_a_job_past_the_output_budget_fails_and_keeps_nothing(tmp_path):
+    work = tmp_path / "work"
+    proc, url = start_server("--max-output-mb", "1", "--workdir", str(work))
+    try:
+        code, body = call(f"{url}/api/jobs?demo=1", method="POST")
+        job = json.loads(body)["id"]
+        status = wait_for(url, job)
+    finally:
+        stop_server(proc)
+    assert status["state"] == "failed", status
+    assert status["message"] == ("demo.mp4: its outputs passed this server's budget of 1 MB per job "
+                                 "(avrsp serve --max-output-mb)")
+    assert not (work / "jobs" / job).exists()
+
+
+def test_a_dataset_job_holds_one_video_sized_map_at_a_time(tmp_path, monkeypatch):
+    """Once the frames are scored, the maps at the video's size are written as they are
+    made, not gathered: the job's memory stays far below one such map per frame."""
+    import tracemalloc
+
+    import avrsp.evaluate
+    from avrsp.evaluate import plan
+    from avrsp.predict import Predictor
+    from avrsp.serve import Job, dataset_job
+
+    frames, height, width = 24, 360, 640
+    write_dataset(tmp_path / "synth", SynthConfig(videos=3, frames=frames, height=height, width=width, seed=2))
+    item = plan(tmp_path / "synth" / "stavis", "stavis", "all", [None, None, None])[0]
+    score_video = avrsp.evaluate.score_video
+
+    def scored(*args, **kwargs):  # the metrics' own working memory is not what is measured
+        record = score_video(*args, **kwargs)
+        tracemalloc.reset_peak()
+        return record
+
+    monkeypatch.setattr(avrsp.evaluate, "score_video", scored)
+    run = dataset_job(Predictor(None, device="cpu", precision="fp32"), item, postprocess=False)
+    job = Job("test", "dataset", item.key, tmp_path / "job")
+    tracemalloc.start()
+    try:
+        result = run(job)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result["frames"] == frames and (job.folder / "out" / "maps.npz").is_file()
+    one_map = height * width * 4
+    assert peak < frames // 2 * one_map, f"{peak / one_map:.1f} maps of {height}×{width} held at once"
 
 
 # ------------------------------------------------------------------ the page, in a real browser

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import re
 import secrets
 import shutil
@@ -32,7 +33,7 @@ import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -49,6 +50,8 @@ MAX_WAITING = 10
 #: An uploaded file's name is cut to this many bytes of UTF-8, its extension kept: file
 #: systems allow 255, and a download's name adds a suffix to it.
 MAX_NAME_BYTES = 150
+#: How often a running job measures its folder against the output budget.
+BUDGET_CHECK_S = 0.5
 #: File names a job folder may serve (everything else is refused, whatever the path says).
 _SERVED = {"video.mp4", "overlay.mp4", "maps.npz", "maps.zip"}
 _SERVED_DIRS = {"frames": ".jpg", "heat": ".png", "gt": ".png", "ret_a": ".png", "ret_v": ".png"}
@@ -56,6 +59,10 @@ _SERVED_DIRS = {"frames": ".jpg", "heat": ".png", "gt": ".png", "ret_a": ".png",
 
 class JobCancelled(Exception):
     """Raised inside a job when its user cancelled it."""
+
+
+class OverBudget(Exception):
+    """Raised inside a job whose outputs passed the server's budget per job."""
 
 
 class QueueFull(Exception):
@@ -75,7 +82,9 @@ class Job:
     result: dict = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
     finished: float = 0.0
-    upload: Path | None = None  # the uploaded file's folder, removed when the job ends
+    budget_mb: float | None = None  # what its folder may hold
+    upload: Path | None = None      # the uploaded file's folder, removed when the job ends
+    checked: float = 0.0
 
     def status(self, position: int | None = None) -> dict:
         return {"id": self.id, "kind": self.kind, "name": self.name, "state": self.state, "done": self.done,
@@ -84,16 +93,49 @@ class Job:
 
     def tick(self, k: int) -> None:
         self.done = k + 1
+        self.check()
+
+    def check(self) -> None:
+        """Stop here if the user cancelled the job or its outputs passed the budget."""
         if self.cancel.is_set():
             raise JobCancelled()
+        if time.monotonic() - self.checked > BUDGET_CHECK_S:
+            self.checked = time.monotonic()
+            self.check_budget()
+
+    def check_budget(self) -> None:
+        if self.budget_mb is not None and _bytes_under(self.folder) > self.budget_mb * 2**20:
+            raise OverBudget(f"{self.name}: its outputs passed this server's budget of {self.budget_mb:g} MB "
+                             f"per job (avrsp serve --max-output-mb)")
+
+
+def _bytes_under(folder: Path) -> int:
+    total, todo = 0, [folder]
+    while todo:
+        try:
+            entries = os.scandir(todo.pop())
+        except FileNotFoundError:
+            continue
+        with entries:
+            for e in entries:
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        todo.append(e.path)
+                    else:
+                        total += e.stat(follow_symlinks=False).st_size
+                except FileNotFoundError:  # a temporary file renamed meanwhile
+                    pass
+    return total
+
+
 
 
 class Jobs:
     """Jobs run one at a time on a background thread, first come first served; at most
     ``max_waiting`` wait."""
 
-    def __init__(self, root: Path, max_waiting: int = MAX_WAITING):
-        self.root, self.max_waiting = root, max_waiting
+    def __init__(self, root: Path, budget_mb: float | None = None, max_waiting: int = MAX_WAITING):
+        self.root, self.budget_mb, self.max_waiting = root, budget_mb, max_waiting
         self.jobs: dict[str, Job] = {}
         self.waiting: list[tuple[Job, Callable[[Job], dict]]] = []
         self.lock = threading.Condition()
@@ -115,7 +157,7 @@ class Jobs:
             job_id = secrets.token_urlsafe(16)
             folder = self.root / job_id
             folder.mkdir(parents=True)
-            job = Job(job_id, kind, name, folder, upload=upload)
+            job = Job(job_id, kind, name, folder, budget_mb=self.budget_mb, upload=upload)
             self.jobs[job_id] = job
             self.waiting.append((job, run))
             self.lock.notify()
@@ -194,33 +236,60 @@ def _scale(values: list[np.ndarray]) -> tuple[float, float]:
     return lo, hi if hi > lo else lo + 1.0
 
 
-def video_job(predictor, video: Path) -> Callable[[Job], dict]:
-    """Predict ``video`` (an upload or the demo clip) into the job's folder."""
-    from .media import probe
-    from .predict import predict_to_folder
+def stored_size(shape: tuple[int, int], grid: tuple[int, int]) -> tuple[int, int]:
+    """The (height, width) at which maps.npz keeps a map of ``shape``: the video's aspect,
+    scaled down until it just covers the model's input ``grid`` (never up). The model sees
+    its frames at that grid, so a larger float map holds no more of what it predicted and
+    only makes the file grow with the video's resolution."""
+    h, w = shape
+    scale = min(1.0, max(grid[0] / h, grid[1] / w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def video_job(predictor, video: Path, name: str) -> Callable[[Job], dict]:
+    """Predict ``video`` (an upload or the demo clip, ``name`` as its user named it) into
+    the job's folder."""
+    from .media import probe, resize_map
+    from .predict import _NpzStream, predict_to_folder
 
     def run(job: Job) -> dict:
         info = probe(video)
         job.total = info.frames
         out = job.folder / "out"
-        predict_to_folder(predictor, video, out, npz=True, overlay_video=True, progress=False, frames=True,
-                          relevance=True, display_video=True, on_frame=job.tick)
+        grid = (predictor.config.height, predictor.config.width)
+        archive = _NpzStream(job.folder / "maps.npz")
+
+        def rows():
+            for k, (m, ret_a, ret_v) in enumerate(predictor._predict(video, True, True)):
+                archive.add(k, resize_map(m, stored_size(m.shape, grid)))
+                yield m, ret_a, ret_v
+
+        try:
+            predict_to_folder(predictor, video, out, npz=False, overlay_video=True, progress=False, frames=True,
+                              relevance=True, display_video=True, on_frame=job.tick, rows=rows())
+            archive.close()
+        except BaseException:
+            archive.abort()
+            raise
+        (job.folder / "maps.npz").replace(out / "maps.npz")
         (out / f"{video.stem}_saliency.mp4").replace(out / "overlay.mp4")
+        job.check_budget()
         n = len(list((out / "maps").glob("*.png")))
         return {"frames": n, "fps": info.fps or 25.0, "width": info.width, "height": info.height,
                 "relevance": (out / "relevance.npz").is_file(), "ground_truth": False,
-                "audio": info.audio_rate is not None, "name": video.name}
+                "audio": info.audio_rate is not None, "name": name}
 
     return run
 
 
 def dataset_job(predictor, item, postprocess: bool) -> Callable[[Job], dict]:
     """Predict one test video of ``--data`` with the test protocol and score every frame
-    exactly as ``avrsp evaluate`` does."""
+    exactly as ``avrsp evaluate`` does. The model's maps are kept for scoring, as
+    ``evaluate`` keeps them; the video-sized maps are written one frame at a time."""
     from .evaluate import score_video
     from .inference import predict_frames_with_relevance
     from .media import resize_map, write_map_png
-    from .predict import OverlayWriter, save_thumbnail, thumbnail_size
+    from .predict import OverlayWriter, _NpzStream, save_thumbnail, thumbnail_size
 
     def run(job: Job) -> dict:
         video = item.video
@@ -233,6 +302,7 @@ def dataset_job(predictor, item, postprocess: bool) -> Callable[[Job], dict]:
         h, w = first.shape[:2]
         thumb = thumbnail_size(w, h)
         model = predictor.model
+        stored = stored_size((h, w), (model.config.height, model.config.width))
         preds, rets = [], []
         for k, m, ret_a, ret_v in predict_frames_with_relevance(
                 model, video.frames, n, video.fps, video.audio if model.config.audio else None, batch=predictor.batch,
@@ -245,26 +315,27 @@ def dataset_job(predictor, item, postprocess: bool) -> Callable[[Job], dict]:
         job.message = "writing"
         wav = video.audio_path if video.audio is not None else None  # a broken track: no sound, as for the model
         writer = OverlayWriter(out / "video.mp4", wav, video.fps, w, h)
+        archive = _NpzStream(out / "maps.npz")
         try:
-            maps = []
             for k in range(n):
+                job.check()
                 frame = video.frame(k)
                 writer.add(frame)
                 save_thumbnail(frame, thumb, out / "frames" / f"{k + 1:05d}.jpg")
-                m = np.clip(resize_map(preds[k], (h, w)), 0, 1)
-                maps.append(m)
-                write_map_png(out / "maps" / f"{k + 1:05d}.png", m)
+                write_map_png(out / "maps" / f"{k + 1:05d}.png", np.clip(resize_map(preds[k], (h, w)), 0, 1))
+                archive.add(k, np.clip(resize_map(preds[k], stored), 0, 1))
                 gt = video.saliency_map(k)
                 if gt is not None:
                     write_map_png(out / "gt" / f"{k + 1:05d}.png", gt)
             writer.close()
+            archive.close()
         except BaseException:
             writer.abort()
+            archive.abort()
             raise
-        np.savez_compressed(out / "maps.npz",
-                            **{f"frame_{k + 1:05d}": m.astype(np.float32) for k, m in enumerate(maps)})
         if rets and rets[0][0] is not None:
             np.savez(out / "relevance.npz", ret_a=np.stack([a for a, _ in rets]), ret_v=np.stack([v for _, v in rets]))
+        job.check_budget()
         per_frame = record["per_frame"]
         return {"frames": n, "fps": video.fps, "width": w, "height": h, "relevance": rets[0][0] is not None,
                 "ground_truth": True, "audio": wav is not None, "name": f"{item.dataset}/{video.name}",
@@ -276,8 +347,8 @@ def dataset_job(predictor, item, postprocess: bool) -> Callable[[Job], dict]:
 
 # ------------------------------------------------------------------ files a job serves
 
-def _job_file(job: Job, name: str) -> tuple[bytes | Path, str]:
-    """The content (bytes or a file) and media type of ``name`` in ``job``'s outputs."""
+def _job_file(job: Job, name: str) -> tuple[bytes | Path | Iterator[bytes], str]:
+    """The content (bytes, a file, or chunks) and media type of ``name`` in ``job``'s outputs."""
     from PIL import Image
 
     from .predict import colormap
@@ -288,11 +359,7 @@ def _job_file(job: Job, name: str) -> tuple[bytes | Path, str]:
     if name == "maps.npz":
         return out / "maps.npz", "application/octet-stream"
     if name == "maps.zip":
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # PNGs are compressed already
-            for p in sorted((out / "maps").glob("*.png")):
-                z.write(p, f"maps/{p.name}")
-        return buf.getvalue(), "application/zip"
+        return _zip_stream([(p, f"maps/{p.name}") for p in sorted((out / "maps").glob("*.png"))]), "application/zip"
     folder, _, file = name.partition("/")
     k = int(file.split(".")[0])
     if folder == "frames":
@@ -312,6 +379,36 @@ def _job_file(job: Job, name: str) -> tuple[bytes | Path, str]:
             m = (maps[k - 1] - lo) / (hi - lo)
         return _png(np.round(np.clip(m, 0, 1) * 255).astype(np.uint8)), "image/png"
     raise FileNotFoundError(name)
+
+
+class _Sink(io.RawIOBase):
+    """A write-only stream whose bytes are taken as they arrive."""
+
+    def __init__(self):
+        self.parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.parts.append(bytes(b))
+        return len(b)
+
+    def take(self) -> bytes:
+        data = b"".join(self.parts)
+        self.parts.clear()
+        return data
+
+
+def _zip_stream(files: list[tuple[Path, str]]) -> Iterator[bytes]:
+    """A zip of ``files`` (path, name inside) sent as it is written: a long video's maps
+    never sit in memory whole."""
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as z:  # PNGs are compressed already
+        for path, arcname in files:
+            z.write(path, arcname)
+            yield sink.take()
+    yield sink.take()
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -370,27 +467,29 @@ def attachment(filename: str) -> str:
 # ------------------------------------------------------------------ the app
 
 def create_app(checkpoint: Path | None = None, data: Path | None = None, *, workdir: Path | None = None,
-               max_upload_mb: float = 500.0, upload_timeout: float = 30.0, device: str = "auto", precision: str = "auto", batch: int | None = None,
+               max_upload_mb: float = 500.0, max_output_mb: float = 2000.0, upload_timeout: float = 30.0,
+               device: str = "auto", precision: str = "auto", batch: int | None = None,
                streams: int | None = None, graphs: bool | None = None):
     """The Starlette application (also what the tests drive)."""
     try:
         from starlette.applications import Starlette
         from starlette.requests import ClientDisconnect, Request
-        from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+        from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
         from starlette.routing import Route
     except ImportError:
         raise ConfigError("avrsp serve needs its extra: pip install 'avrsp[serve]'") from None
     from .evaluate import EvalError, default_postprocess, plan
     from .predict import Predictor, built_in_notice, demo_video
 
-    for flag, value in (("--max-upload-mb", max_upload_mb), ("--upload-timeout", upload_timeout)):
+    for flag, value in (("--max-upload-mb", max_upload_mb), ("--max-output-mb", max_output_mb),
+                        ("--upload-timeout", upload_timeout)):
         if not value > 0:
             raise ConfigError(f"{flag} {value:g}: must be positive")
     predictor = Predictor(checkpoint, device=device, precision=precision, batch=batch, streams=streams, graphs=graphs)
     model_line = (built_in_notice() if checkpoint is None
                   else f"model: {Path(checkpoint).name} ({predictor.config.name})")
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="avrsp-serve-"))
-    jobs = Jobs(root / "jobs")
+    jobs = Jobs(root / "jobs", budget_mb=max_output_mb)
     uploads = root / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
     limit = int(max_upload_mb * 2**20)
@@ -423,7 +522,7 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
     async def create_job(request: Request):
         if request.query_params.get("demo"):
             try:
-                job = jobs.submit("video", demo_video().name, video_job(predictor, demo_video()))
+                job = jobs.submit("video", demo_video().name, video_job(predictor, demo_video(), demo_video().name))
             except QueueFull as e:
                 return error(503, str(e))
             return JSONResponse({"id": job.id}, status_code=201)
@@ -461,7 +560,7 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
             if size == 0:
                 return error(400, f"{name}: the file is empty")
             try:
-                job = jobs.submit("video", name, _upload(folder / name, name, video_job(predictor, folder / name)),
+                job = jobs.submit("video", name, _upload(folder / name, name, video_job(predictor, folder / name, name)),
                                   upload=folder)
             except QueueFull as e:
                 return error(503, str(e))
@@ -521,7 +620,9 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
             if not content.is_file():
                 return error(404, f"{name}: no such file")
             return FileResponse(content, media_type=media, headers=headers)
-        return Response(content, media_type=media, headers=headers)
+        if isinstance(content, bytes):
+            return Response(content, media_type=media, headers=headers)
+        return StreamingResponse(content, media_type=media, headers=headers)
 
     async def not_found(request: Request, exc):
         return error(getattr(exc, "status_code", 500), getattr(exc, "detail", "server error"))
