@@ -165,6 +165,7 @@ def test_bad_input_is_one_sentence_and_nothing_leaks(server):
     # Over the size limit (2 MB here): refused from the declared size, before a byte of the body is read.
     conn = HTTPConnection(urlsplit(url).netloc, timeout=30)
     conn.putrequest("POST", "/api/jobs")
+    conn.putheader("Content-Type", "application/octet-stream")
     conn.putheader("X-Filename", "big.mp4")
     conn.putheader("Content-Length", str(3 * 2**20))
     conn.endheaders()
@@ -342,6 +343,31 @@ def test_maps_npz_keeps_the_models_grid_not_the_videos_size(server, tmp_path):
     code, data = call(f"{url}/api/jobs/{body['id']}/files/maps.zip")
     with zipfile.ZipFile(BytesIO(data)) as z:
         assert Image.open(BytesIO(z.read(z.namelist()[0]))).size == (1280, 720)
+
+
+def test_requests_from_other_sites_are_refused(server):
+    url, _ = server
+    port = urlsplit(url).port
+    demo = f"{url}/api/jobs?demo=1"
+    for origin in ("http://evil.example", "null", f"http://localhost:{port}", f"http://127.0.0.1:{port + 1}"):
+        code, body = call(demo, headers={"Origin": origin}, method="POST")
+        assert code == 403 and origin in one_sentence(body), origin
+    # What a form of another site can send without asking first: refused, even with no Origin.
+    for media in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        assert call(demo, b"", {"Content-Type": media}, "POST")[0] == 415, media
+        assert call(f"{url}/api/jobs", b"x", {"Content-Type": media}, "POST")[0] == 415, media
+        code, body = call(f"{url}/api/data/jobs", b'{"key": "stavis/x"}', {"Content-Type": media}, "POST")
+        assert code == 415, media
+        one_sentence(body)
+    # Another site's name for 127.0.0.1 (DNS rebinding) reaches nothing.
+    for method in ("GET", "POST"):
+        code, body = call(f"{url}/", headers={"Host": f"evil.example:{port}"}, method=method)
+        assert code == 400 and "evil.example" in one_sentence(body), method
+    # The page's own requests pass, under any loopback name and port (an SSH tunnel).
+    assert call(f"{url}/", headers={"Host": "localhost:9999"})[0] == 200
+    code, body = call(demo, headers={"Origin": url}, method="POST")
+    assert code == 201
+    assert call(f"{url}/api/jobs/{json.loads(body)['id']}/cancel", headers={"Origin": url}, method="POST")[0] == 200
 
 
 def test_a_job_past_the_output_budget_fails_and_keeps_nothing(tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import ipaddress
 import json
 import os
 import re
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterator
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 import numpy as np
 
@@ -464,15 +465,64 @@ def attachment(filename: str) -> str:
     return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
+# ------------------------------------------------------------------ requests from elsewhere
+
+def _is_loopback(host: str) -> bool:
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class SameOrigin:
+    """Refuses what a page of another site can make the user's browser send. On a
+    loopback address every request must name a loopback Host (another site's name that
+    resolves to 127.0.0.1, DNS rebinding, is refused; the port is not checked, so an SSH
+    tunnel on another port still works). A POST that carries an Origin must come from the
+    page's own origin; clients that are not browsers send none."""
+
+    def __init__(self, app, loopback: bool):
+        self.app, self.loopback = app, loopback
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            host = headers.get("host", "")
+            refused = None
+            if self.loopback and host and not _is_loopback(re.sub(r":[0-9]*$", "", host)):
+                refused = 400, (f"Host {host}: this server answers to localhost and 127.0.0.1 only "
+                                f"(avrsp serve --host shares it on a network)")
+            elif scope["method"] not in ("GET", "HEAD") and "origin" in headers:
+                origin = urlsplit(headers["origin"])
+                if origin.scheme not in ("http", "https") or origin.netloc.lower() != host.lower():
+                    refused = 403, (f"a page of {headers['origin']} may not send requests to this server; "
+                                    f"only its own page may")
+            if refused:
+                from starlette.responses import JSONResponse
+
+                await JSONResponse({"error": refused[1]}, status_code=refused[0])(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _media_type(request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 # ------------------------------------------------------------------ the app
 
 def create_app(checkpoint: Path | None = None, data: Path | None = None, *, workdir: Path | None = None,
                max_upload_mb: float = 500.0, max_output_mb: float = 2000.0, upload_timeout: float = 30.0,
-               device: str = "auto", precision: str = "auto", batch: int | None = None,
+               host: str = "127.0.0.1", device: str = "auto", precision: str = "auto", batch: int | None = None,
                streams: int | None = None, graphs: bool | None = None):
-    """The Starlette application (also what the tests drive)."""
+    """The Starlette application (also what the tests drive). ``host`` is the address it
+    is served on: a loopback one makes it refuse other Host names (:class:`SameOrigin`)."""
     try:
         from starlette.applications import Starlette
+        from starlette.middleware import Middleware
         from starlette.requests import ClientDisconnect, Request
         from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
         from starlette.routing import Route
@@ -512,6 +562,13 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
+    def no_body(request: Request) -> JSONResponse | None:
+        """POSTs without a body: refused with a type only another site's form would send."""
+        media = _media_type(request)
+        if media in ("", "application/json"):
+            return None
+        return error(415, f"{request.url.path}: expected no body, not {media}")
+
     page = (resources.files("avrsp") / "web" / "index.html").read_text()
 
     async def index(request: Request):
@@ -521,11 +578,18 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
 
     async def create_job(request: Request):
         if request.query_params.get("demo"):
+            refused = no_body(request)
+            if refused:
+                return refused
             try:
                 job = jobs.submit("video", demo_video().name, video_job(predictor, demo_video(), demo_video().name))
             except QueueFull as e:
                 return error(503, str(e))
             return JSONResponse({"id": job.id}, status_code=201)
+        media = _media_type(request)
+        if media != "application/octet-stream" and not media.startswith("video/"):
+            return error(415, f"a video is sent as the body with Content-Type application/octet-stream, "
+                              f"not {media or 'none'}")
         try:
             name = _upload_name(request.headers.get("x-filename"))
         except ValueError as e:
@@ -577,6 +641,9 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
                                         for key, item in sorted(items.items())]})
 
     async def data_job(request: Request):
+        if _media_type(request) != "application/json":
+            return error(415, f"expected {{\"key\": \"<dataset>/<video>\"}} as application/json, "
+                              f"not {_media_type(request) or 'no type'}")
         try:
             key = (await request.json())["key"]
         except (ValueError, KeyError, TypeError):
@@ -597,6 +664,9 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
         return JSONResponse(found[0].status(found[1]))
 
     async def cancel(request: Request):
+        refused = no_body(request)
+        if refused:
+            return refused
         found = jobs.get(request.path_params["id"])
         if found is None:
             return error(404, "no such job (it may have expired)")
@@ -631,7 +701,8 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
               Route("/api/jobs/{id}", job_status), Route("/api/jobs/{id}/cancel", cancel, methods=["POST"]),
               Route("/api/jobs/{id}/files/{name:path}", job_file),
               Route("/api/data", data_list), Route("/api/data/jobs", data_job, methods=["POST"])]
-    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found, 500: not_found})
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found, 500: not_found},
+                    middleware=[Middleware(SameOrigin, loopback=_is_loopback(host))])
     app.state.jobs, app.state.root = jobs, root
     return app
 
@@ -651,7 +722,7 @@ def _upload(path: Path, name: str, run: Callable[[Job], dict]) -> Callable[[Job]
 
 def serve(host: str = "127.0.0.1", port: int = 8000, **kwargs) -> None:
     """Run the page until interrupted."""
-    app = create_app(**kwargs)
+    app = create_app(host=host, **kwargs)
     import uvicorn
 
     print(f"avrsp serve: http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
