@@ -178,11 +178,36 @@ def test_bad_input_is_one_sentence_and_nothing_leaks(server):
     code, body = call(f"{url}/api/jobs?demo=1", method="POST")
     job = json.loads(body)["id"]
     wait_for(url, job)
-    for name in ("../../../etc/passwd", "frames/..%2F..%2Fx.jpg", "out/maps/00001.png", "relevance.npz"):
-        code, body = call(f"{url}/api/jobs/{job}/files/{name}")
+    for name in ("../../../etc/passwd", "frames/..%2F..%2Fx.jpg", "out/maps/00001.png", "relevance.npz",
+                 "frames/\u0661\u0662.jpg"):
+        code, body = call(f"{url}/api/jobs/{job}/files/{quote(name, safe='/%')}")
         assert code == 404 and "Traceback" not in body.decode(), name
     code, body = call(f"{url}/api/jobs/{job}/files/maps.zip")
     assert code == 200 and len(zipfile.ZipFile(BytesIO(body)).namelist()) == 96
+
+
+def test_what_gave_a_500_is_a_4xx_with_one_sentence(server, uploaded):
+    url, _ = server
+    job, status = uploaded
+    n = status["result"]["frames"]
+    # Frame numbers outside the video (0 once served the last frame, n + 1 failed).
+    for name in ("ret_a/00000.png", f"ret_a/{n + 1:05d}.png", f"ret_v/{n + 1:05d}.png", "heat/00000.png",
+                 f"gt/{n + 1:05d}.png", f"frames/{n + 1:05d}.jpg"):
+        code, body = call(f"{url}/api/jobs/{job}/files/{name}")
+        assert code == 404, name
+        one_sentence(body)
+    assert call(f"{url}/api/jobs/{job}/files/ret_a/{n:05d}.png")[0] == 200
+    # A dataset key that is not a string.
+    for payload in ({"key": ["stavis/x"]}, {"key": {"a": 1}}, {"key": 3}, ["key"], "key", None):
+        code, body = call(f"{url}/api/data/jobs", json.dumps(payload).encode(), {"Content-Type": "application/json"},
+                          "POST")
+        assert code == 400, payload
+        one_sentence(body)
+    # demo= anything but 1 is not a request for the demo.
+    for value in ("0", "yes", ""):
+        code, body = call(f"{url}/api/jobs?demo={value}", method="POST")
+        assert code == 400, value
+        assert f"demo={value}" in one_sentence(body)
 
 
 def test_a_long_job_can_be_cancelled(server):

@@ -420,12 +420,16 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _allowed(name: str) -> bool:
+def _frame_number(name: str) -> int | None:
+    """The frame a per-frame file names (``heat/00040.png``: 40), None for other files;
+    raises FileNotFoundError for names no job serves."""
     if name in _SERVED:
-        return True
+        return None
     folder, sep, file = name.partition("/")
     suffix = _SERVED_DIRS.get(folder)
-    return bool(sep) and suffix is not None and file.endswith(suffix) and file[: -len(suffix)].isdigit()
+    if not sep or suffix is None or not re.fullmatch(r"[0-9]{1,9}" + re.escape(suffix), file):
+        raise FileNotFoundError(name)
+    return int(file[: -len(suffix)])
 
 
 # ------------------------------------------------------------------ names
@@ -577,7 +581,10 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
         return HTMLResponse(page.replace("/*AVRSP_CONFIG*/{}", json.dumps(config)))
 
     async def create_job(request: Request):
-        if request.query_params.get("demo"):
+        demo = request.query_params.get("demo")
+        if demo is not None:
+            if demo != "1":
+                return error(400, f"demo={demo}: expected demo=1 (the demo clip), or a video as the body")
             refused = no_body(request)
             if refused:
                 return refused
@@ -645,9 +652,12 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
             return error(415, f"expected {{\"key\": \"<dataset>/<video>\"}} as application/json, "
                               f"not {_media_type(request) or 'no type'}")
         try:
-            key = (await request.json())["key"]
-        except (ValueError, KeyError, TypeError):
-            return error(400, "expected {\"key\": \"<dataset>/<video>\"}")
+            body = await request.json()
+        except ValueError:
+            body = None
+        key = body.get("key") if isinstance(body, dict) else None
+        if not isinstance(key, str):
+            return error(400, "expected {\"key\": \"<dataset>/<video>\"}, the key a string")
         if key not in items:
             return error(404, f"{key}: not a test video of --data")
         item = items[key]
@@ -678,14 +688,20 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
         name = request.path_params["name"]
         if found is None or found[0].state != "done":
             return error(404, "no such job, or it has not finished")
-        if not _allowed(name):
-            return error(404, f"{name}: no such file")
+        job = found[0]
         try:
-            content, media = _job_file(found[0], name)
+            k = _frame_number(name)
+        except FileNotFoundError:
+            return error(404, f"{name}: no such file")
+        n = job.result["frames"]
+        if k is not None and not 1 <= k <= n:
+            return error(404, f"{name}: no such frame; this video's frames are 1 to {n}")
+        try:
+            content, media = _job_file(job, name)
         except (FileNotFoundError, KeyError, ValueError):
             return error(404, f"{name}: no such file")
         download = name in ("overlay.mp4", "maps.zip", "maps.npz")
-        headers = {"Content-Disposition": attachment(f"{Path(found[0].name).stem}_{name}")} if download else {}
+        headers = {"Content-Disposition": attachment(f"{Path(job.name).stem}_{name}")} if download else {}
         if isinstance(content, Path):
             if not content.is_file():
                 return error(404, f"{name}: no such file")
