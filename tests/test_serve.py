@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -408,6 +409,21 @@ def test_a_job_past_the_output_budget_fails_and_keeps_nothing(tmp_path):
     assert status["message"] == ("demo.mp4: its outputs passed this server's budget of 1 MB per job "
                                  "(avrsp serve --max-output-mb)")
     assert not (work / "jobs" / job).exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_stops_a_job_and_removes_the_temporary_folder(tmp_path, signum):
+    proc, url = start_server(env={"TMPDIR": str(tmp_path)})
+    try:
+        assert len(list(tmp_path.glob("avrsp-serve-*"))) == 1
+        job = json.loads(call(f"{url}/api/jobs?demo=1", method="POST")[1])["id"]
+        wait_for(url, job, ("running",))
+        proc.send_signal(signum)
+        code = proc.wait(30)
+    finally:
+        stop_server(proc)
+    assert not list(tmp_path.glob("avrsp-serve-*")), "the temporary folder was left behind"
+    assert code == 128 + signum  # it exits as the signal asked, once clean
 
 
 def test_a_dataset_job_holds_one_video_sized_map_at_a_time(tmp_path, monkeypatch):

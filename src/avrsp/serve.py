@@ -67,7 +67,7 @@ class OverBudget(Exception):
 
 
 class QueueFull(Exception):
-    """A job refused because the queue is full."""
+    """A job refused because the queue is full (or the server is stopping)."""
 
 
 @dataclass
@@ -140,11 +140,15 @@ class Jobs:
         self.jobs: dict[str, Job] = {}
         self.waiting: list[tuple[Job, Callable[[Job], dict]]] = []
         self.lock = threading.Condition()
-        threading.Thread(target=self._work, name="avrsp-serve-jobs", daemon=True).start()
+        self.stopping = False
+        self.worker = threading.Thread(target=self._work, name="avrsp-serve-jobs", daemon=True)
+        self.worker.start()
 
     def full(self) -> str | None:
         """Why no job can be queued now, or None."""
         with self.lock:
+            if self.stopping:
+                return "the server is shutting down"
             if len(self.waiting) >= self.max_waiting:
                 return (f"{len(self.waiting)} jobs are waiting already, the most this server queues; "
                         f"try again when one has finished")
@@ -181,11 +185,27 @@ class Jobs:
             gone = self._end(job, "cancelled", "cancelled")
         _remove(gone)
 
+    def stop(self, seconds: float) -> None:
+        """Cancel every job, and wait up to ``seconds`` for the running one to stop."""
+        gone = []
+        with self.lock:
+            self.stopping = True
+            for job in self.jobs.values():
+                job.cancel.set()
+            for job, _ in self.waiting:
+                gone += self._end(job, "cancelled", "cancelled")
+            self.waiting.clear()
+            self.lock.notify_all()
+        _remove(gone)
+        self.worker.join(seconds)
+
     def _work(self) -> None:
         while True:
             with self.lock:
-                while not self.waiting:
+                while not self.waiting and not self.stopping:
                     self.lock.wait()
+                if self.stopping:
+                    return
                 job, run = self.waiting.pop(0)
                 job.state = "running"
             result, message = {}, ""
@@ -736,14 +756,38 @@ def _upload(path: Path, name: str, run: Callable[[Job], dict]) -> Callable[[Job]
     return wrapped
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, **kwargs) -> None:
-    """Run the page until interrupted."""
-    app = create_app(host=host, **kwargs)
-    import uvicorn
+def serve(host: str = "127.0.0.1", port: int = 8000, *, workdir: Path | None = None, **kwargs) -> None:
+    """Run the page until Ctrl-C, SIGTERM or SIGHUP (its terminal closed); each stops the
+    jobs and removes the temporary work folder (not a ``workdir`` given)."""
+    import signal
 
-    print(f"avrsp serve: http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+    server = None
+
+    def stop(signum, frame):
+        if server is not None and not server.should_exit:
+            server.handle_exit(signum, frame)  # a graceful shutdown, as uvicorn's own for SIGINT and SIGTERM
+        else:
+            raise SystemExit(128 + signum)
+
+    # uvicorn answers SIGINT and SIGTERM itself while it serves, then raises the signal
+    # again once it has shut down: this handler turns that into an exit that runs the
+    # clean-up below (Python's own would end the process at once on SIGTERM or SIGHUP).
+    ours = [getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s)]
+    previous = {s: signal.signal(s, stop) for s in ours}
+    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="avrsp-serve-"))
+    app = None
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        app = create_app(workdir=root, host=host, **kwargs)
+        import uvicorn
+
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                               timeout_graceful_shutdown=5))
+        print(f"avrsp serve: http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+        server.run()
     finally:
-        if kwargs.get("workdir") is None:  # a temporary folder of ours
-            shutil.rmtree(app.state.root, ignore_errors=True)
+        if app is not None:
+            app.state.jobs.stop(10.0)
+        if workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
