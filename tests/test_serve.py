@@ -1,6 +1,8 @@
 """`avrsp serve` (issue 20): the page in a real browser (Debian's headless Chromium through
-its ChromeDriver), and the server's rules over HTTP: bad input is one sentence, uploads
-have a size limit, jobs can be cancelled, and nobody reaches a job without its id."""
+its ChromeDriver), checked as a person sees it, and the server's rules over HTTP: bad
+input is one sentence, uploads have limits and leave nothing behind, the queue and each
+job's outputs are bounded, other sites cannot send it requests, and nobody reaches a job
+without its id."""
 
 import json
 import os
@@ -28,6 +30,7 @@ pytest.importorskip("starlette", reason="avrsp serve needs the serve extra: pip 
 import av  # noqa: E402
 from PIL import Image  # noqa: E402
 
+import avrsp  # noqa: E402
 from avrsp.data.synth import SynthConfig, write_dataset  # noqa: E402
 from avrsp.predict import demo_video  # noqa: E402
 from avrsp.serve import KEEP_RESULTS, MAX_NAME_BYTES, MAX_WAITING  # noqa: E402
@@ -37,6 +40,7 @@ DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "serve.png"
 UPLOAD_TIMEOUT = 3  # the test server's --upload-timeout, seconds
 #: A name fetch cannot put in a header as it is, with what breaks a quoted header value.
 ODD_NAME = 'видео "日本"; filename=x.mp4'
+PANELS = ("p-frame", "p-map", "p-ret-a", "p-ret-v")
 
 
 def free_port() -> int:
@@ -472,9 +476,10 @@ def browser(tmp_path_factory):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    # No autoplay flag: the test plays the video muted, as Chromium lets any page do.
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--autoplay-policy=no-user-gesture-required", "--window-size=1400,1250",
+                 "--disable-sync", "--window-size=1400,1250", "--force-device-scale-factor=1",
                  f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)  # no download: the given driver
@@ -489,49 +494,133 @@ def until(driver, check, seconds=120, what="the page"):
         value = check()
         if value:
             return value
-        time.sleep(0.2)
+        time.sleep(0.1)
     pytest.fail(f"{what} did not get there; status: {driver.find_element('id', 'status').text!r}, error: "
                 f"{driver.find_element('id', 'error').text!r}")
 
 
 def loaded(driver, element_id):
+    """The image's address once it has loaded (which says nothing of whether it is seen)."""
     return driver.execute_script(f"const i = document.getElementById('{element_id}'); "
                                  "return i.complete && i.naturalWidth > 0 ? i.src : null;")
+
+
+def look(driver, element_id, *, scroll=True, displayed=True) -> np.ndarray:
+    """The pixels of the element on a screenshot, once it is checked to be displayed, of a
+    real size and inside the window (scrolled into view first unless ``scroll`` is False)."""
+    element = driver.find_element("id", element_id)
+    if scroll:
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center', inline: 'nearest'});", element)
+    if displayed:
+        assert element.is_displayed(), f"#{element_id} is not displayed"
+    x, y, w, h, width, height = driver.execute_script(
+        "const r = arguments[0].getBoundingClientRect(); "
+        "return [r.left, r.top, r.width, r.height, window.innerWidth, window.innerHeight];", element)
+    assert w >= 16 and h >= 16, f"#{element_id} is {w:.0f}×{h:.0f} pixels"
+    assert x >= -0.5 and y >= -0.5 and x + w <= width + 0.5 and y + h <= height + 0.5, \
+        f"#{element_id} at ({x:.0f}, {y:.0f}), {w:.0f}×{h:.0f}, is not inside the {width}×{height} window"
+    shot = np.asarray(Image.open(BytesIO(driver.get_screenshot_as_png())).convert("RGB"), np.float32)
+    return shot[round(y):round(y + h), round(x):round(x + w)]
+
+
+def seen(driver, element_id, **kwargs) -> np.ndarray:
+    """:func:`look`, and what it shows is not one flat colour."""
+    pixels = look(driver, element_id, **kwargs)
+    assert pixels.std() > 4, f"#{element_id} shows a flat area (pixel std {pixels.std():.1f})"
+    return pixels
+
+
+def set_opacity(driver, value: float) -> None:
+    driver.execute_script("const o = document.getElementById('opacity'); o.value = arguments[0]; "
+                          "o.dispatchEvent(new Event('input'));", value)
+
+
+def overlay_seen(driver) -> None:
+    """The saliency is seen over the video: the picture changes with the opacity slider."""
+    set_opacity(driver, 1.0)
+    full = look(driver, "overlay")
+    set_opacity(driver, 0.0)
+    none = look(driver, "overlay", displayed=False)
+    set_opacity(driver, 0.6)
+    change = np.abs(full - none).max(axis=2)
+    changed = (change > 24).mean()
+    assert changed > 0.01, f"the overlay changes {changed:.1%} of the picture"
+
+
+def scrub(driver, k: int) -> None:
+    driver.execute_script("const s = document.getElementById('scrubber'); s.value = arguments[0]; "
+                          "s.dispatchEvent(new Event('input'));", k)
+    for panel in ("overlay", *PANELS):
+        assert f"{k:05d}" in until(driver, lambda panel=panel: loaded(driver, panel), what=panel)
+
+
+def upload_on_page(driver, path: Path) -> None:
+    driver.find_element("id", "file").send_keys(str(path))
+    driver.find_element("id", "upload").click()
+
+
+def wait_done(driver, what: str) -> None:
+    until(driver, lambda: driver.find_element("id", "status").text == "done", what=what)
 
 
 def test_the_page_plays_scrubs_and_scores_in_a_browser(server, browser, tmp_path):
     url, _ = server
     d = browser
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    d.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     d.get(url)
     assert "avrsp" in d.title and "built-in avrsp_tiny" in d.find_element("id", "model").text
     # Upload the demo clip, under a name that is not Latin-1, as a user would: the file chooser, then Predict.
     clip = tmp_path / "видео 日本.mp4"
     shutil.copyfile(demo_video(), clip)
-    d.find_element("id", "file").send_keys(str(clip))
-    d.find_element("id", "upload").click()
-    until(d, lambda: d.find_element("id", "status").text == "done", what="the upload")
+    upload_on_page(d, clip)
+    wait_done(d, "the upload")
     assert d.find_element("id", "error").text == "" and d.find_element("id", "title").text == clip.name
-    # The video with its sound is there and plays.
     ready = until(d, lambda: d.execute_script("const v = document.getElementById('video'); "
-                                              "return v.readyState >= 1 ? [v.duration, v.videoWidth] : null;"))
+                                              "return v.readyState >= 2 ? [v.duration, v.videoWidth] : null;"))
     assert ready[0] > 6 and ready[1] == 256
-    assert until(d, lambda: loaded(d, "overlay"))
-    # Scrub to frame 40: every panel shows frame 40.
-    d.execute_script("const s = document.getElementById('scrubber'); s.value = 40; "
-                     "s.dispatchEvent(new Event('input'));")
-    for panel in ("overlay", "p-frame", "p-map", "p-ret-a", "p-ret-v"):
-        assert "00040" in until(d, lambda panel=panel: loaded(d, panel), what=panel)
+    # The video, the saliency over it and every panel are seen.
+    set_opacity(d, 0.0)
+    seen(d, "video")
+    set_opacity(d, 0.6)
+    overlay_seen(d)
+    for panel in PANELS:
+        seen(d, panel)
+    # It plays (muted: what a browser lets a page start without a click): time moves and the page follows.
+    assert d.execute_async_script(
+        "const done = arguments[arguments.length - 1], v = document.getElementById('video'); v.muted = true; "
+        "v.play().then(() => done('playing'), (e) => done(e.name + ': ' + e.message));") == "playing"
+    probe = ("const v = document.getElementById('video'); return [v.currentTime, v.paused, v.webkitDecodedFrameCount, "
+             "Number(document.getElementById('frame-no').textContent)];")
+    t0, _, decoded0, frame0 = d.execute_script(probe)
+    time.sleep(1.0)
+    t1, paused, decoded1, frame1 = d.execute_script(probe)
+    d.execute_script("document.getElementById('video').pause();")
+    assert not paused and t1 - t0 > 0.5 and decoded1 > decoded0 and frame1 > frame0, (t0, t1, decoded1, frame1)
+    # Scrub to frame 40: every panel shows frame 40, and is seen.
+    scrub(d, 40)
     assert d.find_element("id", "frame-no").text == "40"
     assert abs(d.execute_script("return document.getElementById('video').currentTime;") - 39 / 15) < 0.1
-    # The opacity slider changes the overlay.
-    set_opacity = ("const o = document.getElementById('opacity'); o.value = arguments[0]; "
-                   "o.dispatchEvent(new Event('input'));")
-    d.execute_script(set_opacity, 0.2)
-    assert d.execute_script("return document.getElementById('overlay').style.opacity;") == "0.2"
-    d.execute_script(set_opacity, 0.6)
-    links = {a.text: a.get_attribute("href") for a in d.find_elements("css selector", "#downloads a")}
-    assert set(links) == {"maps (.zip of PNGs)", "maps (.npz)", "overlay video"}
+    for panel in PANELS:
+        seen(d, panel)
     d.save_screenshot(str(tmp_path / "upload.png"))
+    # The downloads, as the browser saves them: under the file's own name, and each opens.
+    links = d.find_elements("css selector", "#downloads a")
+    assert len(links) == 3
+    for link in links:
+        link.click()
+    stem = clip.stem
+    names = {f"{stem}_maps.zip", f"{stem}_maps.npz", f"{stem}_overlay.mp4"}
+    until(d, lambda: {p.name for p in downloads.iterdir()} == names, seconds=30, what="the downloads")
+    with zipfile.ZipFile(downloads / f"{stem}_maps.zip") as z:
+        assert len(z.namelist()) == 96 and Image.open(BytesIO(z.read(z.namelist()[39]))).size == (256, 144)
+    with np.load(downloads / f"{stem}_maps.npz") as z:
+        maps = np.stack([z[k] for k in sorted(z.files)])
+    assert maps.shape[0] == 96 and maps.dtype == np.float32 and 0 <= maps.min() and maps.max() <= 1 and maps.std() > 0
+    with av.open(str(downloads / f"{stem}_overlay.mp4")) as c:
+        assert c.streams.audio, "the overlay video has no sound"
+        assert sum(1 for _ in c.decode(video=0)) == 96
     # A dataset video: predicted, scored frame by frame, plotted; a worst frame is one click away.
     d.execute_script("document.getElementById('dataset').selectedIndex = 0;")
     d.find_element("id", "evaluate").click()
@@ -540,12 +629,14 @@ def test_the_page_plays_scrubs_and_scores_in_a_browser(server, browser, tmp_path
     scores = d.find_element("id", "scores").text
     assert "CC" in scores and "NSS" in scores and "video mean" in scores
     assert d.execute_script("return document.querySelectorAll('#plot path').length;") == 2
+    seen(d, "plot")
     worst = d.find_elements("css selector", "#worst button")
     assert worst
     target = worst[0].get_attribute("data-frame")
     worst[0].click()
     assert d.find_element("id", "frame-no").text == target
     assert target.zfill(5) in until(d, lambda: loaded(d, "p-gt"), what="ground truth")
+    seen(d, "p-gt")
     d.execute_script("window.scrollTo(0, 0);")
     d.save_screenshot(str(tmp_path / "dataset.png"))
     if os.environ.get("AVRSP_DOCS_SCREENSHOT"):  # how docs/serve.png is made
@@ -553,7 +644,34 @@ def test_the_page_plays_scrubs_and_scores_in_a_browser(server, browser, tmp_path
     # Bad input on the page: one sentence, no stack trace.
     bad = tmp_path / "notes.mp4"
     bad.write_text("not a video")
-    d.find_element("id", "file").send_keys(str(bad))
-    d.find_element("id", "upload").click()
+    upload_on_page(d, bad)
     message = until(d, lambda: d.find_element("id", "error").text, what="the error")
     assert message.startswith("notes.mp4: cannot open") and "Traceback" not in message
+
+
+def test_the_visibility_check_fails_on_a_page_that_hides_them(browser, tmp_path):
+    """A copy of the page that hides the video, the overlay and the panels by CSS, each
+    in a way an earlier check let through, fails :func:`seen`."""
+    d = browser
+    hidden = "#video { visibility: hidden } #overlay { opacity: 0 !important } .panel img { filter: opacity(0) }"
+    package = tmp_path / "copy" / "avrsp"
+    shutil.copytree(Path(avrsp.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    page = package / "web" / "index.html"
+    page.write_text(page.read_text().replace("</head>", f"<style>{hidden}</style>\n</head>"))
+    path = os.pathsep.join([str(tmp_path / "copy"), os.environ.get("PYTHONPATH", "")])
+    proc, url = start_server("--workdir", str(tmp_path / "work"), env={"PYTHONPATH": path})
+    try:
+        d.get(url)
+        assert hidden in d.page_source
+        upload_on_page(d, demo_video())
+        wait_done(d, "the upload")
+        scrub(d, 40)  # every image has loaded: a check of naturalWidth passes
+        with pytest.raises(AssertionError, match="#video is not displayed"):
+            seen(d, "video")
+        with pytest.raises(AssertionError, match="#overlay is not displayed"):
+            overlay_seen(d)
+        for panel in PANELS:
+            with pytest.raises(AssertionError, match=f"#{panel} shows a flat area"):
+                seen(d, panel)
+    finally:
+        stop_server(proc)
