@@ -641,12 +641,37 @@ def test_the_page_plays_scrubs_and_scores_in_a_browser(server, browser, tmp_path
     d.save_screenshot(str(tmp_path / "dataset.png"))
     if os.environ.get("AVRSP_DOCS_SCREENSHOT"):  # how docs/serve.png is made
         shutil.copyfile(tmp_path / "dataset.png", DOCS_SCREENSHOT)
-    # Bad input on the page: one sentence, no stack trace.
+    # Bad input on the page: one sentence, no stack trace, and no older result under it.
     bad = tmp_path / "notes.mp4"
     bad.write_text("not a video")
     upload_on_page(d, bad)
     message = until(d, lambda: d.find_element("id", "error").text, what="the error")
     assert message.startswith("notes.mp4: cannot open") and "Traceback" not in message
+    assert not d.find_element("id", "result").is_displayed()
+
+
+def test_a_portrait_mkv_shows_its_progress_and_its_controls(server, browser, tmp_path):
+    url, _ = server
+    d = browser
+    d.get(url)
+    clip = write_clip(tmp_path / "portrait.mkv", 144, 256, 150)  # Matroska stores no frame count
+    upload_on_page(d, clip)
+    # The bar is not full while the frames are still being predicted.
+    state = until(d, lambda: d.execute_script(
+        "const p = document.getElementById('progress'), m = /^predicting: frame (\\d+)/.exec("
+        "document.getElementById('status').textContent); return m && m[1] > 0 ? [p.position, m[1]] : null;"),
+        what="the prediction")
+    assert state[0] < 1, f"the progress bar is full at frame {state[1]}"
+    wait_done(d, "the upload")
+    # With the result at the top of the window, the video and its controls fit in it.
+    d.execute_script("document.getElementById('result').scrollIntoView();")
+    for element in ("video", "opacity", "scrubber"):
+        look(d, element, scroll=False)
+    set_opacity(d, 0.0)
+    seen(d, "video", scroll=False)
+    video, overlay = (d.find_element("id", e).rect for e in ("video", "overlay"))
+    assert all(abs(video[k] - overlay[k]) <= 1 for k in ("x", "y", "width", "height")), (video, overlay)
+    assert video["height"] > video["width"]
 
 
 def test_the_visibility_check_fails_on_a_page_that_hides_them(browser, tmp_path):

@@ -275,7 +275,8 @@ def video_job(predictor, video: Path, name: str) -> Callable[[Job], dict]:
 
     def run(job: Job) -> dict:
         info = probe(video)
-        job.total = info.frames
+        # Matroska and some other containers store no frame count; their duration tells it.
+        job.total = info.frames or round(info.duration * info.fps)
         out = job.folder / "out"
         grid = (predictor.config.height, predictor.config.width)
         archive = _NpzStream(job.folder / "maps.npz")
