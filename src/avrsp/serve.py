@@ -78,7 +78,7 @@ class Job:
     folder: Path
     state: str = "queued"       # queued, running, done, failed, cancelled
     done: int = 0
-    total: int = 0
+    total: int = 0              # 0 while unknown
     message: str = ""
     result: dict = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -127,8 +127,6 @@ def _bytes_under(folder: Path) -> int:
                 except FileNotFoundError:  # a temporary file renamed meanwhile
                     pass
     return total
-
-
 
 
 class Jobs:
