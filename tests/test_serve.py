@@ -33,7 +33,7 @@ from PIL import Image  # noqa: E402
 import avrsp  # noqa: E402
 from avrsp.data.synth import SynthConfig, write_dataset  # noqa: E402
 from avrsp.predict import demo_video  # noqa: E402
-from avrsp.serve import KEEP_RESULTS, MAX_NAME_BYTES, MAX_WAITING  # noqa: E402
+from avrsp.serve import KEEP_RESULTS, MAX_ARRIVING, MAX_NAME_BYTES, MAX_WAITING  # noqa: E402
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "serve.png"
@@ -271,28 +271,30 @@ def upload_folders(root: Path) -> set[str]:
     return {p.name for p in (root / "work" / "uploads").iterdir()}
 
 
+def begin_upload(url, length: int, sent: bytes, timeout: float = UPLOAD_TIMEOUT + 20) -> HTTPConnection:
+    """An upload of ``length`` bytes of which only ``sent`` are sent (so far)."""
+    conn = HTTPConnection(urlsplit(url).netloc, timeout=timeout)
+    conn.putrequest("POST", "/api/jobs")
+    conn.putheader("Content-Type", "application/octet-stream")
+    conn.putheader("X-Filename", "cut.mp4")
+    conn.putheader("Content-Length", str(length))
+    conn.endheaders()
+    conn.send(sent)
+    return conn
+
+
 def test_a_cut_or_stalled_upload_leaves_nothing_behind(server):
     url, root = server
     before = upload_folders(root)
 
-    def begin(length: int, sent: bytes) -> HTTPConnection:
-        conn = HTTPConnection(urlsplit(url).netloc, timeout=UPLOAD_TIMEOUT + 20)
-        conn.putrequest("POST", "/api/jobs")
-        conn.putheader("Content-Type", "application/octet-stream")
-        conn.putheader("X-Filename", "cut.mp4")
-        conn.putheader("Content-Length", str(length))
-        conn.endheaders()
-        conn.send(sent)
-        return conn
-
     for _ in range(3):  # the client goes away part-way
-        begin(300_000, os.urandom(100_000)).close()
+        begin_upload(url, 300_000, os.urandom(100_000)).close()
     deadline = time.time() + 10
     while upload_folders(root) - before and time.time() < deadline:
         time.sleep(0.1)
     assert not upload_folders(root) - before, "cut uploads were left in the uploads folder"
     # The client stays but sends nothing more: answered once the timeout passes, and removed.
-    conn = begin(300_000, os.urandom(1000))
+    conn = begin_upload(url, 300_000, os.urandom(1000))
     t0 = time.time()
     try:
         response = conn.getresponse()
@@ -302,6 +304,32 @@ def test_a_cut_or_stalled_upload_leaves_nothing_behind(server):
     assert UPLOAD_TIMEOUT - 0.5 < time.time() - t0 < UPLOAD_TIMEOUT + 10
     conn.close()
     assert not upload_folders(root) - before
+
+
+def test_uploads_arriving_at_once_are_bounded(server):
+    url, root = server
+    before = upload_folders(root)
+    arriving = [begin_upload(url, 300_000, os.urandom(1000)) for _ in range(MAX_ARRIVING)]
+    try:
+        deadline = time.time() + 10  # each is received as far as it was sent
+        while len(upload_folders(root) - before) < MAX_ARRIVING and time.time() < deadline:
+            time.sleep(0.05)
+        conn = begin_upload(url, 300_000, b"", timeout=UPLOAD_TIMEOUT - 1)
+        try:
+            response = conn.getresponse()
+        except TimeoutError:
+            pytest.fail("an upload beyond the bound was taken in")
+        assert response.status == 503 and "arriving" in one_sentence(response.read())
+        conn.close()
+    finally:
+        for conn in arriving:
+            conn.close()
+    deadline = time.time() + 10
+    while upload_folders(root) - before and time.time() < deadline:
+        time.sleep(0.1)
+    assert not upload_folders(root) - before
+    code, body = post_video(url, b"not a video", "after.mp4")  # room again
+    assert code == 201, body
 
 
 def test_failed_and_cancelled_jobs_do_not_push_results_out(server, uploaded):

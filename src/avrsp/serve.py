@@ -48,6 +48,8 @@ KEEP_RESULTS = 20
 KEEP_ENDED = 100
 #: Jobs that may wait behind the running one; more are refused (HTTP 503).
 MAX_WAITING = 10
+#: Uploads received at once; more are refused (HTTP 503) before their bodies are stored.
+MAX_ARRIVING = 10
 #: An uploaded file's name is cut to this many bytes of UTF-8, its extension kept: file
 #: systems allow 255, and a download's name adds a suffix to it.
 MAX_NAME_BYTES = 150
@@ -599,7 +601,10 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
                   "relevance": predictor.config.audio and predictor.config.fusion == "ravf"}
         return HTMLResponse(page.replace("/*AVRSP_CONFIG*/{}", json.dumps(config)))
 
+    arriving = 0  # uploads whose bodies are being received (handlers share one event loop)
+
     async def create_job(request: Request):
+        nonlocal arriving
         demo = request.query_params.get("demo")
         if demo is not None:
             if demo != "1":
@@ -627,6 +632,10 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
         refused = jobs.full()
         if refused:  # before a byte is stored
             return error(503, refused)
+        if arriving >= MAX_ARRIVING:
+            return error(503, f"{arriving} uploads are arriving already, the most this server receives at once; "
+                              f"try again when one has finished")
+        arriving += 1
         folder = uploads / secrets.token_urlsafe(16)
         folder.mkdir()
         kept = False
@@ -659,6 +668,7 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
         except ClientDisconnect:  # nobody is left to read the answer
             return error(400, f"{name}: the upload was interrupted")
         finally:
+            arriving -= 1
             if not kept:  # a refused, stalled, cut or cancelled upload leaves nothing behind
                 shutil.rmtree(folder, ignore_errors=True)
 
