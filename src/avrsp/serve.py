@@ -12,8 +12,13 @@ HTML and JavaScript: no build step, nothing fetched from the internet, and nothi
 to the core install (docs/serve.md says why). Jobs run one at a time on one background
 thread, in the order they arrive, each in its own folder under a random 128-bit id that
 only its creator is told; nothing lists the jobs, so two users never see each other's
-results. Uploads are streamed to disk with a size limit, and every error reaches the
-page as one sentence, never a stack trace.
+results. Every error reaches the page as one sentence, never a stack trace.
+
+Left running, it stays bounded: uploads are streamed to disk with a size limit and an
+idle timeout, at most ``MAX_ARRIVING`` at once, and one that is cut short leaves
+nothing; at most ``MAX_WAITING`` jobs wait; each job's outputs have a budget;
+``KEEP_RESULTS`` results are kept. Requests that another site's page makes the browser
+send are refused (:class:`SameOrigin`). docs/serve.md lists these limits.
 """
 
 from __future__ import annotations
