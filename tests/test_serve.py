@@ -53,7 +53,8 @@ def start_server(*args: str, env: dict | None = None) -> tuple[subprocess.Popen,
     """`avrsp serve` as a user starts it, on a free port of 127.0.0.1."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "avrsp", "serve", "--port", str(port), "--precision", "fp32", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -94,10 +95,10 @@ def call(url, data=None, headers=None, method=None):
         return e.code, e.read()
 
 
-def post_video(url, data: bytes, name: str, **headers) -> tuple[int, dict]:
+def post_video(url, data: bytes, name: str) -> tuple[int, dict]:
     """An upload as the page sends it: the bytes as the body, the name percent-encoded UTF-8."""
     code, body = call(f"{url}/api/jobs", data, {"Content-Type": "application/octet-stream",
-                                                "X-Filename": quote(name, safe=""), **headers}, "POST")
+                                                "X-Filename": quote(name, safe="")}, "POST")
     return code, json.loads(body)
 
 

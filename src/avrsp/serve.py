@@ -653,7 +653,7 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
                         chunk = await asyncio.wait_for(anext(chunks), upload_timeout)
                     except StopAsyncIteration:
                         break
-                    except TimeoutError:
+                    except asyncio.TimeoutError:  # not the built-in TimeoutError before Python 3.11
                         return error(408, f"{name}: the upload stalled, nothing arrived for "
                                           f"{upload_timeout:g} s (avrsp serve --upload-timeout)")
                     size += len(chunk)
@@ -664,8 +664,8 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
             if size == 0:
                 return error(400, f"{name}: the file is empty")
             try:
-                job = jobs.submit("video", name, _upload(folder / name, name, video_job(predictor, folder / name, name)),
-                                  upload=folder)
+                run = _upload(folder / name, name, video_job(predictor, folder / name, name))
+                job = jobs.submit("video", name, run, upload=folder)
             except QueueFull as e:
                 return error(503, str(e))
             kept = True
