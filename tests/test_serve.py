@@ -196,7 +196,7 @@ def test_what_gave_a_500_is_a_4xx_with_one_sentence(server, uploaded):
     url, _ = server
     job, status = uploaded
     n = status["result"]["frames"]
-    # Frame numbers outside the video (0 once served the last frame, n + 1 failed).
+    # Frame numbers outside the video (0 would index the last frame from the end).
     for name in ("ret_a/00000.png", f"ret_a/{n + 1:05d}.png", f"ret_v/{n + 1:05d}.png", "heat/00000.png",
                  f"gt/{n + 1:05d}.png", f"frames/{n + 1:05d}.jpg"):
         code, body = call(f"{url}/api/jobs/{job}/files/{name}")
