@@ -372,7 +372,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--data {args.data}: not a directory")
     serve(args.host, args.port, checkpoint=_model_file(args.checkpoint),
           data=Path(args.data) if args.data else None, workdir=Path(args.workdir) if args.workdir else None,
-          max_upload_mb=args.max_upload_mb, device=args.device, precision=args.precision, batch=args.batch,
+          max_upload_mb=args.max_upload_mb, max_output_mb=args.max_output_mb, upload_timeout=args.upload_timeout,
+          device=args.device, precision=args.precision, batch=args.batch,
           streams=args.streams, graphs=args.cuda_graphs)
     return 0
 
@@ -596,6 +597,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=500.0, help="largest accepted upload (default 500 MB)")
+    p.add_argument("--max-output-mb", type=float, default=2000.0,
+                   help="most one job may write (videos, frames, maps); a job past it fails (default 2000 MB)")
+    p.add_argument("--upload-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="drop an upload that sends nothing for this long (default 30)")
     p.add_argument("--workdir", metavar="DIR",
                    help="where jobs are kept (default: a temporary folder, removed on exit)")
     _add_runtime_args(p)
