@@ -178,10 +178,15 @@ def synth_config(study: StudyConfig):
 def make_data(study: StudyConfig, log) -> Path:
     from .data.synth import write_dataset
 
+    from .data.synth import SynthConfig
+
     root = Path(study.out) / "data"
     cfg = synth_config(study)
     meta = root / "synth.json"
-    if not (meta.is_file() and json.loads(meta.read_text()).get("config") == _jsonable_obj(cfg)):
+    # A setting the data's writer did not know yet holds its default there.
+    stored = json.loads(meta.read_text()).get("config", {}) if meta.is_file() else None
+    defaults = _jsonable_obj(SynthConfig())
+    if stored is None or any(stored.get(k, defaults[k]) != v for k, v in _jsonable_obj(cfg).items()):
         t = time.time()
         write_dataset(root, cfg, overwrite=True)
         log(f"data: {root} ({study.videos} videos, {time.time() - t:.0f} s)")
