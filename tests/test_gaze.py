@@ -181,7 +181,8 @@ def test_per_frame_median_or_every_sample():
 def test_per_frame_fixations_leave_out_the_saccade():
     """500 Hz: a fixation, a 40 ms saccade across 600 px, another fixation. REMoDNaV marks
     the saccade's samples as no fixation; each frame's point sits on the fixation of its
-    frame. Catches the detector's mask being ignored or inverted."""
+    frame. Catches the detector's mask being ignored or inverted, or the detection
+    failing on a recording whose first or last samples are lost."""
     pytest.importorskip("remodnav")
     rng = np.random.default_rng(0)
     t = np.arange(0, 1.0, 1 / 500)
@@ -198,6 +199,11 @@ def test_per_frame_fixations_leave_out_the_saccade():
     f, r, c, d = viewer_points(rec, np.arange(10) / 10, 1.0, screen, (0, 0, 1280, 960), (96, 128), "fixations", mask)
     assert d.not_fixation == int((~mask).sum()) >= saccade.sum() and d.kept == int(mask.sum())
     assert list(zip(r[:4], c[:4])) == [(40, 30)] * 4 and list(zip(r[5:], c[5:])) == [(50, 90)] * 5
+    # A recording that starts and ends with the eye lost (a blink at either end).
+    lost = np.ones(len(t), bool)
+    lost[:2] = lost[-3:] = False
+    mask = fixation_mask(Recording("p", "v", "r.csv", t, xy[:, 0], xy[:, 1], lost), screen)
+    assert not mask[~lost].any() and mask[far & lost].mean() > 0.9
 
 
 # ------------------------------------------------------------------ density maps
@@ -240,16 +246,17 @@ def test_blur_in_pixels_degrees_and_dhf1k():
 
 def test_csv_in_milliseconds_for_several_videos():
     """One CSV holding several videos (a ``video`` column), times in ms, a lost sample
-    with empty x, y. Catches ms read as seconds, or the file name taking precedence over
-    the video column."""
+    with empty x, y. Catches ms read as seconds, the file name taking precedence over
+    the video column, or video "a" + viewer "bc" grouped with video "ab" + viewer "c"."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
         path = write_csv(Path(d) / "session.csv", [("p1", "a", "1500", "10", "20"), ("p1", "a", "1504", "", ""),
-                                                   ("p2", "b", "-8", "1.5", "2.5")],
+                                                   ("p2", "b", "-8", "1.5", "2.5"), ("c", "ab", "0", "1", "1"),
+                                                   ("bc", "a", "0", "1", "1")],
                          header=("viewer", "video", "time", "x", "y"))
         recs = {(r.video, r.viewer): r for r in read_csv(path, "ms")}
-    assert sorted(recs) == [("a", "p1"), ("b", "p2")]
+    assert sorted(recs) == [("a", "bc"), ("a", "p1"), ("ab", "c"), ("b", "p2")]
     np.testing.assert_allclose(recs["a", "p1"].t, [1.5, 1.504])
     assert recs["a", "p1"].valid.tolist() == [True, False]
     np.testing.assert_allclose(recs["b", "p2"].t, [-0.008])
@@ -526,6 +533,13 @@ def _break(case: str, root: Path) -> tuple[list[str], str]:
     if case == "tracker file without --onset":
         (gaze / "p9.asc").write_text("MSG\t1 hello\n")
         return [], f"{gaze / 'p9.asc'}: a tracker recording needs --onset REGEX"
+    if case == "no onset message":
+        pytest.importorskip("pymovements")
+        lines = ASC_HEADER.format(name="p9", t0=1000, eyes="L", start="LEFT").splitlines()
+        lines += ["MSG\t1000 TRIALID 1", "1000\t  10.0\t  10.0\t 1000.0\t...",
+                  "END\t1002 \tSAMPLES\tEVENTS\tRES\t 1.0\t 1.0"]
+        (gaze / "p9.asc").write_text("\n".join(lines) + "\n")
+        return ["--onset", r"VIDEO_ONSET (\S+)"], f"{gaze / 'p9.asc'}: no message matches --onset"
     if case == "unsupported format":
         (gaze / "p9.tsv").write_text("x")
         return ["--gaze", str(gaze / "p9.tsv")], f"{gaze / 'p9.tsv'}: unsupported recording format '.tsv'"
@@ -542,7 +556,7 @@ def _break(case: str, root: Path) -> tuple[list[str], str]:
 
 BAD = ["missing column", "not a number", "unknown video", "video without gaze", "milliseconds read as seconds",
        "screen key", "no resolution", "degrees without geometry", "tracker file without --onset",
-       "unsupported format", "truncated video", "two recordings of one viewer"]
+       "no onset message", "unsupported format", "truncated video", "two recordings of one viewer"]
 
 
 @pytest.mark.parametrize("case", BAD)

@@ -149,7 +149,7 @@ def cmd_data_from_gaze(args: argparse.Namespace) -> int:
                  progress=None if args.quiet else progress)
     frames = sum(v["frames"] for v in meta["videos"])
     empty = sum(v["frames_without_gaze"] for v in meta["videos"])
-    print(f"{out}: {len(meta['videos'])} videos, {frames} frames, {len(viewer_summary(meta))} viewers; "
+    print(f"{out}: {len(meta['videos'])} videos, {frames} frames, {len(viewer_summary(meta))} viewer(s); "
           f"maps: {meta['blur']['description']}; per frame: {meta['per_frame']}")
     if empty:
         print(f"  {empty} frame(s) without any gaze: all-zero maps, never training targets, left out of evaluation")

@@ -221,7 +221,8 @@ def convert_video(job: _Job) -> dict:
         fix[:] = False
         fix[p[:, 1], p[:, 2]] = True
         empty += not len(p)
-        m = density(fix)
+        cells = np.unique(p[:, 1] * w + p[:, 2])  # two viewers on one pixel make one fixation
+        m = density.points(cells // w, cells % w)
         if "stavis" in cfg.layouts:
             (d_ann / "maps" / f"eyeMap_{k + 1:05d}.jpg").write_bytes(_jpeg(m, MAP_QUALITY))
             savemat(d_ann / f"fixMap_{k + 1:05d}.mat", {"eyeMap": fix.astype(np.uint8)}, do_compression=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import importlib
+import logging
 import math
 import os
 import re
@@ -96,7 +97,8 @@ class Screen:
             return 0.0, 0.0, float(self.width), float(self.height)
         if spec == "native":
             # Players place a video shown at its own size on whole pixels.
-            return float((self.width - video_w) // 2), float((self.height - video_h) // 2), float(video_w), float(video_h)
+            left, top = (self.width - video_w) // 2, (self.height - video_h) // 2
+            return float(left), float(top), float(video_w), float(video_h)
         scale = min(self.width / video_w, self.height / video_h)
         w, h = video_w * scale, video_h * scale
         return (self.width - w) / 2, (self.height - h) / 2, w, h
@@ -271,14 +273,12 @@ def read_csv(path: str | Path, time_unit: str = "s") -> list[Recording]:
     if (viewers == "").any():
         raise DataError(f"{path}:{int(np.argmax(viewers == '')) + 2}: empty viewer")
     videos = np.array([v.strip() for v in cols["video"]]) if "video" in cols else np.full(len(body), path.stem)
-    out = []
-    keys = np.char.add(np.char.add(videos.astype(str), "\0"), viewers.astype(str))
-    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    for g in np.argsort(first):
-        rows_g = inverse == g
-        out.append(Recording(str(viewers[first[g]]), str(videos[first[g]]), str(path), t[rows_g], x[rows_g],
-                             y[rows_g], valid[rows_g]))
-    return out
+    keys = np.char.add(np.char.add(videos.astype(str), "\x1f"), viewers.astype(str))  # numpy drops a trailing \0
+    inverse = np.unique(keys, return_inverse=True)[1]
+    order = np.argsort(inverse, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(inverse[order])) + 1)
+    return [Recording(str(viewers[rows[0]]), str(videos[rows[0]]), str(path), t[rows], x[rows], y[rows], valid[rows])
+            for rows in sorted(groups, key=lambda rows: rows[0])]
 
 
 def _one_eye(fields: list[str], samples: np.ndarray, eye: str, path) -> tuple[np.ndarray, np.ndarray]:
@@ -525,18 +525,30 @@ def fixation_mask(rec: Recording, screen: Screen) -> np.ndarray:
     # REMoDNaV's Savitzky-Golay window must be an odd number of samples: the one nearest
     # its 19 ms default.
     n = max(3, int(round(0.019 * rate)) | 1)
+    # Its filter fits polynomials to the first and last windows, which fails on a lost
+    # sample there: classify from the first to the last run of n valid samples.
+    ok = np.isfinite(grid["x"])
+    runs = np.flatnonzero(np.convolve(ok, np.ones(n, int), "valid") == n)
+    if not len(runs):
+        return np.zeros(len(t), bool)
+    lo, hi = int(runs[0]), int(runs[-1]) + n
+    log = logging.getLogger("remodnav")
+    level = log.level
+    log.setLevel(logging.ERROR)  # it logs a line per clipped velocity peak; the summary counts what it drops
     try:
         clf = remodnav.EyegazeClassifier(px2deg=1.0 / ppd, sampling_rate=rate)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            events = clf(clf.preproc(grid, savgol_length=(n + 0.5) / rate), classify_isp=True)
+            events = clf(clf.preproc(grid[lo:hi].copy(), savgol_length=(n + 0.5) / rate), classify_isp=True)
     except Exception as e:  # REMoDNaV fails in several ways on too little or too noisy data
         raise DataError(f"{rec.source}: viewer {rec.viewer}, video {rec.video}: fixation detection failed "
                         f"({_cause(e)})") from None
+    finally:
+        log.setLevel(level)
     keep = np.zeros(len(grid), bool)
     for e in events:
         if e["label"] in ("FIXA", "PURS"):
-            keep[int(round(e["start_time"] * rate)):int(round(e["end_time"] * rate))] = True
+            keep[lo + int(round(e["start_time"] * rate)):lo + int(round(e["end_time"] * rate))] = True
     return keep[idx]
 
 
@@ -640,10 +652,15 @@ class DensityMaps:
 
     def __call__(self, fixations: np.ndarray) -> np.ndarray:
         """The map of one frame's H×W boolean fixation map."""
-        rows, cols = np.nonzero(fixations)
+        return self.points(*np.nonzero(fixations))
+
+    def points(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The map of fixations at distinct pixels (``rows``, ``cols``)."""
         if not len(rows):
             return np.zeros(self.size, np.uint8)
-        m = self._ky[rows].T @ self._kx[cols]
+        # einsum's own loop, not a BLAS product: multi-threaded BLAS, woken for this small
+        # product while FFmpeg's decoding threads hold the cores, made it ten times slower.
+        m = np.einsum("ki,kj->ij", self._ky[rows], self._kx[cols])
         return np.round(255 * m / max(float(m.max()), 1e-12)).astype(np.uint8)
 
 
