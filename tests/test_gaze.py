@@ -460,8 +460,9 @@ def test_the_round_trip_dataset_passes_data_check_and_records_how_it_was_made(ro
 def test_synth_gaze_csv_changes_no_other_file(round_trip, tmp_path):
     """The raw gaze draws from its own random stream: with gaze_csv off, every file is
     the same bytes (.mat files by content: their header holds the time they were
-    written), and synth.json differs only by the flag. Catches drawing the samples from
-    the video's own stream."""
+    written), and synth.json differs only by the flag. Catches a draw for the raw gaze
+    taken from the video's own stream inside generate_video (the sound, drawn after the
+    fixations, would change)."""
     synth, _ = round_trip
     plain = tmp_path / "plain"
     write_dataset(plain, SynthConfig(**{**RT.__dict__, "gaze_csv": False}))
