@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test,export,serve]'
+	$(BIN)/python -m pip install --quiet -e '.[test,export,serve,gaze]'
 	touch $@
 
 # The README's main job: the built-in model on the bundled clip, offline.

@@ -91,6 +91,7 @@ class SynthConfig:
     seed: int = 0
     dhf1k: bool = True   # also write the DHF1K layout (PNG frames and maps)
     mp4: bool = True     # also write each video as .mp4 with its sound
+    gaze_csv: bool = False  # also write the viewers' raw gaze as CSV (gaze/), for `avrsp data from-gaze`
 
     def validate(self) -> None:
         if self.videos < 3 or self.frames < 1:
@@ -112,6 +113,8 @@ class SynthConfig:
             raise ValueError(f"music_register must be 'tones' or 'low', got {self.music_register!r}")
         if self.mixed_music_gain < 0:
             raise ValueError("mixed_music_gain must be ≥ 0")
+        if self.gaze_csv and not self.mp4:
+            raise ValueError("gaze_csv needs mp4: the raw gaze is recorded on the .mp4 videos")
 
 
 @dataclass
@@ -129,6 +132,7 @@ class SynthVideo:
     fixations: np.ndarray           # F×H×W bool
     maps: np.ndarray                # F×H×W uint8 continuous saliency
     audio: np.ndarray | None        # float32 mono in [-1, 1]; None: no sound track ("silent")
+    gaze: np.ndarray | None = None  # F×V×2 (row, col): each viewer's fixation pixel per frame
 
     def peak_on_sounding_disc(self, k: int, saliency: np.ndarray, scale=(1.0, 1.0)) -> bool:
         """Frame k's map peaks on the sounding disc (within 1.5 radii) and on no nearer
@@ -253,7 +257,7 @@ def disc_speeds(positions: np.ndarray) -> np.ndarray:
 
 
 def _fixations(rng: np.random.Generator, cfg: SynthConfig, kind: str, positions: np.ndarray, radius: float,
-               sounding: list[int | None]) -> np.ndarray:
+               sounding: list[int | None], points: np.ndarray | None = None) -> np.ndarray:
     f, k = positions.shape[:2]
     h, w = cfg.height, cfg.width
     speed = disc_speeds(positions)
@@ -280,6 +284,8 @@ def _fixations(rng: np.random.Generator, cfg: SynthConfig, kind: str, positions:
             else:
                 x, y = rng.normal(w / 2, w / 6), rng.normal(h / 2, h / 6)
             fix[t, int(np.clip(round(y), 0, h - 1)), int(np.clip(round(x), 0, w - 1))] = True
+            if points is not None:  # each viewer's own pixel, which the boolean map merges
+                points[t, i] = int(np.clip(round(y), 0, h - 1)), int(np.clip(round(x), 0, w - 1))
     return fix
 
 
@@ -321,11 +327,12 @@ def generate_video(cfg: SynthConfig, index: int, kind: str) -> SynthVideo:
             alpha = np.clip(radius - np.hypot(xx - x, yy - y) + 0.5, 0, 1)[..., None]
             img = img * (1 - alpha) + alpha * (np.array(PALETTE[c][0]) / 255)
         frames[t] = np.round(img * 255).astype(np.uint8)
-    fix = _fixations(rng, cfg, kind_drawn, positions, radius, sounding)
+    points = np.zeros((cfg.frames, cfg.viewers, 2), np.int64)
+    fix = _fixations(rng, cfg, kind_drawn, positions, radius, sounding, points)
     maps = _continuous(fix, sigma=0.035 * w)
     audio = None if kind == "silent" else _render_audio(rng, cfg, kind, tones)
     return SynthVideo(f"synth_{index:03d}_{kind}", kind, colours, positions, radius, sounding, tones, frames, fix,
-                      maps, audio)
+                      maps, audio, gaze=points)
 
 
 def video_kinds(cfg: SynthConfig) -> list[str]:
@@ -437,6 +444,8 @@ def _write(root: Path, cfg: SynthConfig, progress) -> dict:
             wavfile.write(d_wav / f"{v.name}.wav", cfg.sample_rate, np.round(v.audio * 32767).astype(np.int16))
         if cfg.mp4:
             _write_mp4(mp4s / f"{v.name}.mp4", v, cfg)
+        if cfg.gaze_csv:
+            write_gaze_csv(root / "gaze" / f"{v.name}.csv", v, cfg, i)
         meta["videos"].append({
             "name": v.name, "kind": kind, "test_fold": test_fold[i], "dhf1k": f"{split}/{dhf_id}",
             "colours": v.colours, "pitches": [PALETTE[c][1] for c in v.colours], "radius": v.radius,
@@ -451,5 +460,73 @@ def _write(root: Path, cfg: SynthConfig, progress) -> dict:
             names = [m["name"] for m in meta["videos"] if (m["test_fold"] == fold) == (part == "test")]
             text = "".join(f"{n} {cfg.frames} {cfg.fps:g}\n" for n in names)
             (lists / f"{DB_NAME}_list_{part}_{fold}_fps.txt").write_text(text)
+    if cfg.gaze_csv:
+        (root / "gaze" / "screen.json").write_text(json.dumps(GAZE_SCREEN, indent=1))
     (root / "synth.json").write_text(json.dumps(meta))
     return meta
+
+
+# ------------------------------------------------------------------ raw gaze (``gaze_csv``)
+
+#: The simulated study's screen: 4:3, so that a 16:9 video fitted to it has letterbox bars
+#: (docs/datasets.md, "Your own eye-tracking data").
+GAZE_SCREEN = {"resolution": [1280, 960], "size_cm": [40.0, 30.0], "distance_cm": 60.0, "video_rect": "fit"}
+GAZE_RATE = 250.0          # samples per second, a tracker's rate
+GAZE_NOISE = 0.15          # σ of the samples around their frame's point, in video pixels
+GAZE_BLINKS_PER_S = 0.3
+GAZE_BLINK_S = (0.08, 0.2)
+GAZE_GLITCH = 0.01         # share of samples thrown off the screen (reflections, lost pupil)
+GAZE_IN_BARS = 0.005       # share of samples on the letterbox bars, on the screen but off the video
+GAZE_MARGIN_S = 0.2        # the recording starts before the video's onset and ends after its end
+
+
+def gaze_rect(cfg: SynthConfig) -> tuple[float, float, float, float]:
+    """Where the video is shown on :data:`GAZE_SCREEN`: fitted, centred (left, top, width, height)."""
+    sw, sh = GAZE_SCREEN["resolution"]
+    scale = min(sw / cfg.width, sh / cfg.height)
+    return (sw - cfg.width * scale) / 2, (sh - cfg.height * scale) / 2, cfg.width * scale, cfg.height * scale
+
+
+def gaze_samples(video: SynthVideo, cfg: SynthConfig, index: int) -> list[dict[str, np.ndarray]]:
+    """Each viewer's raw samples at :data:`GAZE_RATE`: times (s from the video's onset,
+    rounded to 0.1 ms), screen x, y (NaN in blinks) and validity. A sample taken while
+    frame k is shown lies at that viewer's fixation pixel of frame k (its centre, plus
+    noise of σ = :data:`GAZE_NOISE` video pixels), as the tracker would see a viewer who
+    holds still within a frame; blinks hide the eye for 80–200 ms; a few samples fly off
+    the screen or land on the letterbox bars. The samples draw from a stream of their own
+    (seed, index, 2), so the video's pictures, sound and maps do not change."""
+    rng = np.random.default_rng([cfg.seed, index, 2])
+    left, top, rw, rh = gaze_rect(cfg)
+    sx, sy = rw / cfg.width, rh / cfg.height
+    duration = cfg.frames / cfg.fps
+    starts = np.arange(cfg.frames) / cfg.fps
+    out = []
+    for i in range(cfg.viewers):
+        t = np.arange(-GAZE_MARGIN_S, duration + GAZE_MARGIN_S, 1 / GAZE_RATE) + rng.uniform(0, 1 / GAZE_RATE)
+        t = np.round(t, 4)
+        k = np.clip(np.searchsorted(starts, t, side="right") - 1, 0, cfg.frames - 1)
+        row, col = video.gaze[k, i, 0], video.gaze[k, i, 1]
+        x = left + (col + 0.5 + rng.normal(0, GAZE_NOISE, len(t))) * sx
+        y = top + (row + 0.5 + rng.normal(0, GAZE_NOISE, len(t))) * sy
+        valid = np.ones(len(t), bool)
+        n_blinks = rng.poisson(GAZE_BLINKS_PER_S * (t[-1] - t[0]))
+        for onset, length in zip(rng.uniform(t[0], t[-1], n_blinks), rng.uniform(*GAZE_BLINK_S, n_blinks)):
+            valid[(t >= onset) & (t < onset + length)] = False
+        glitch = rng.uniform(size=len(t)) < GAZE_GLITCH
+        x[glitch] = np.where(rng.uniform(size=int(glitch.sum())) < 0.5, -40.0, GAZE_SCREEN["resolution"][0] + 40.0)
+        bars = ~glitch & (rng.uniform(size=len(t)) < GAZE_IN_BARS)
+        y[bars] = top / 2 if top > 0 else y[bars]
+        x[~valid], y[~valid] = np.nan, np.nan
+        out.append({"t": t, "x": x, "y": y, "valid": valid})
+    return out
+
+
+def write_gaze_csv(path: Path, video: SynthVideo, cfg: SynthConfig, index: int) -> None:
+    """The viewers' raw gaze as the plain CSV of docs/datasets.md: viewer,time,x,y,valid
+    (time in seconds from the video's onset; x, y in screen pixels, empty in blinks)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["viewer,time,x,y,valid"]
+    for i, s in enumerate(gaze_samples(video, cfg, index)):
+        for t, x, y, ok in zip(s["t"], s["x"], s["y"], s["valid"]):
+            lines.append(f"v{i:02d},{t:.4f},{x:.2f},{y:.2f},1" if ok else f"v{i:02d},{t:.4f},,,0")
+    path.write_text("\n".join(lines) + "\n")
