@@ -19,6 +19,30 @@ def test_registry_lists_the_paper_models():
     assert avrsp.create_model("avrsp_tiny", fusion="bilinear").config.fusion == "bilinear"
 
 
+def test_every_list_of_fusions_and_parts_agrees_with_the_registry():
+    """The fusion registry is the one source: the config's allowed values, Table V's
+    training configs, the fusion study's rows and the has-relevance-maps question all
+    follow it; the freezable parts are the network's own top-level modules."""
+    import typing
+    from pathlib import Path
+
+    import avrsp.ablate as ab
+    from avrsp.models import has_relevance
+    from avrsp.models.avrsp import PARTS, AVRSPConfig
+    from avrsp.train import load_train_config
+
+    assert typing.get_args(typing.get_type_hints(AVRSPConfig)["fusion"]) == tuple(FUSIONS)
+    configs = Path(avrsp.__file__).parent / "configs" / "ablations"
+    table5 = {load_train_config(p).model.fusion: p.stem for p in configs.glob("table5_*.yaml")
+              if load_train_config(p).model.audio}
+    assert set(table5) == set(FUSIONS) and all(stem == f"table5_{f}" for f, stem in table5.items())
+    assert {ab.row_config(ab.StudyConfig(), r).fusion for r in ab.ROWS if ab.ROWS[r].soundnet != "none"} == set(FUSIONS)
+    assert {f for f in FUSIONS if has_relevance(avrsp.get_config("avrsp_tiny", fusion=f))} == {"ravf"}
+    assert not has_relevance(avrsp.get_config("avrsp_tiny", audio=False))
+    with torch.device("meta"):
+        assert tuple(n for n, _ in avrsp.create_model("avrsp").named_children()) == PARTS
+
+
 # ---------------------------------------------------------------- backbones
 
 def test_s3d_keys_and_shapes_follow_the_published_layout():
@@ -114,8 +138,9 @@ def test_every_ablation_trains_every_parameter(overrides):
 
     # The switches build exactly the modules they name, and nothing else.
     names = {n.split(".")[0] for n, _ in model.named_parameters()}
-    assert ("audio_net" in names) == cfg.audio and ("fusion" in names) == (cfg.audio and cfg.fusion in
-                                                                           ("ravf", "concat", "bilinear", "mbt"))
+    # add and mul have no parameters of their own
+    assert ("audio_net" in names) == cfg.audio and ("fusion" in names) == (cfg.audio and cfg.fusion not in
+                                                                           ("add", "mul"))
     levels = set(PAIR_LEVELS[cfg.num_pairs])
     assert {int(k) for k in model.ms} == (levels if cfg.ms else set())
     assert {int(k) for k in model.mrg} == (levels if cfg.mrg else set())

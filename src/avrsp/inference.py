@@ -23,7 +23,7 @@ import torch
 from .config import ConfigError
 from .data.datasets import FrameSource
 from .media import resize_map
-from .models import AVRSP, to_channels_last_3d
+from .models import AVRSP, has_relevance, to_channels_last_3d
 from .models.neck import memory_format
 from .windows import Window, window, windows  # noqa: F401 - re-exported: the protocol's windows
 
@@ -471,7 +471,7 @@ def maps_of_videos(model: AVRSP, videos: Iterable, batch: int = 1, every: int = 
     are the ones it gets on its own. A video that fails (opening it, or its frames part-way)
     gives ``(v, error)`` after the rows it had, once; the next video follows."""
     cfg = model.config
-    ravf = relevance and cfg.audio and cfg.fusion == "ravf"
+    ravf = relevance and has_relevance(cfg)
 
     def batches():  # on the prefetch thread
         for v, video in enumerate(videos):

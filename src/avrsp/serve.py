@@ -559,6 +559,7 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
     except ImportError:
         raise ConfigError("avrsp serve needs its extra: pip install 'avrsp[serve]'") from None
     from .evaluate import EvalError, default_postprocess, plan
+    from .models import has_relevance
     from .predict import Predictor, built_in_notice, demo_video
 
     for flag, value in (("--max-upload-mb", max_upload_mb), ("--max-output-mb", max_output_mb),
@@ -603,7 +604,7 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
 
     async def index(request: Request):
         config = {"model": model_line, "max_upload_mb": max_upload_mb, "data": bool(items),
-                  "relevance": predictor.config.audio and predictor.config.fusion == "ravf"}
+                  "relevance": has_relevance(predictor.config)}
         return HTMLResponse(page.replace("/*AVRSP_CONFIG*/{}", json.dumps(config)))
 
     arriving = 0  # uploads whose bodies are being received (handlers share one event loop)

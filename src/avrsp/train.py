@@ -120,7 +120,9 @@ class TrainConfig:
             raise ConfigError("keep_checkpoints must be ≥ 1")
         if not 0 < self.data.val_fraction < 1:
             raise ConfigError("data.val_fraction must be in (0, 1)")
-        parts = {"visual", "aspp", "lip", "ms", "mrg", "audio_net", "audio_proj", "fusion", "decoder"}
+        from .models.avrsp import PARTS
+
+        parts = set(PARTS)
         for key in ("freeze", "fixed_bn"):
             unknown = set(getattr(self.init, key)) - parts
             if unknown:

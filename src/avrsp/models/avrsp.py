@@ -20,12 +20,13 @@ from torch import nn
 
 from ..config import ConfigError
 from .decoder import SaliencyDecoder
-from .fusion import build_fusion
+from .fusion import FUSIONS, build_fusion
 from .neck import ASPP, LIP, MRG, MS
 from .s3d import S3DBackbone
 from .soundnet import SoundNet8
 
-Fusion = Literal["ravf", "add", "mul", "concat", "bilinear", "mbt"]
+#: The config's allowed fusions: the registry's names (models/fusion.py).
+Fusion = Literal[tuple(FUSIONS)]
 
 #: The shortest clip S3D accepts: its time axis must survive strides/pools of 2, 2 and 2.
 MIN_FRAMES = 5
@@ -98,6 +99,11 @@ class AVRSPConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.s3d_width <= 0 or self.soundnet_width <= 0:
             raise ConfigError("s3d_width and soundnet_width must be positive")
+
+
+#: The network's top-level parts, the names ``init.freeze`` and ``init.fixed_bn`` take
+#: (the audio parts only exist with ``audio=True``).
+PARTS = ("visual", "aspp", "lip", "ms", "mrg", "audio_net", "audio_proj", "fusion", "decoder")
 
 
 class AVRSP(nn.Module):
@@ -192,6 +198,11 @@ class AVRSP(nn.Module):
         if return_relevance:
             return saliency, relevance
         return saliency
+
+
+def has_relevance(config: AVRSPConfig) -> bool:
+    """Whether a model of ``config`` gives RAVF's relevance maps (Ret_A, Ret_V)."""
+    return config.audio and FUSIONS[config.fusion].has_relevance
 
 
 def _dtype_of(module: nn.Module, default: torch.dtype) -> torch.dtype:

@@ -6,18 +6,44 @@ Every fusion module maps the visual feature X⁰ (B×C×T×H×W) and the audio t
 (B×Nₐ×C, SoundNet's F_a projected to C channels) to F_av with X⁰'s shape, and returns
 ``(F_av, relevance)``; ``relevance`` is RAVF's list of per-block Ret_A/Ret_V maps and
 ``None`` for the other methods.
+
+Fusions are registered (:func:`register_fusion`) by name with their properties; the
+config's allowed values, the builder and every "does this model have relevance maps"
+question read the registry (:data:`FUSIONS`), so a new fusion is one decorated function.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 
 from .neck import memory_format, spread_like
 
-FUSIONS = ("ravf", "add", "mul", "concat", "bilinear", "mbt")
+
+@dataclass(frozen=True)
+class FusionSpec:
+    """A registered fusion: how to build it from the model's settings, and whether its
+    forward returns RAVF's relevance maps (Ret_A, Ret_V; Fig. 6)."""
+
+    name: str
+    build: Callable[..., nn.Module]
+    has_relevance: bool = False
+
+
+#: name → spec, in Table V's order (RAVF first: the paper's model).
+FUSIONS: dict[str, FusionSpec] = {}
+
+
+def register_fusion(name: str, *, has_relevance: bool = False):
+    """Register ``build(dim, heads, layers, mlp_ratio, ret_activation, dropout) → module``."""
+    def decorate(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        FUSIONS[name] = FusionSpec(name, build, has_relevance)
+        return build
+    return decorate
 
 
 def _tokens(x: torch.Tensor) -> torch.Tensor:
@@ -210,18 +236,38 @@ class MBTFusion(nn.Module):
         return _untokens(v, x0), None
 
 
+@register_fusion("ravf", has_relevance=True)
+def _ravf(dim, heads, layers, mlp_ratio, ret_activation, dropout):
+    return RAVF(dim, heads, layers, mlp_ratio, ret_activation, dropout)
+
+
+@register_fusion("add")
+def _add(dim, heads, layers, mlp_ratio, ret_activation, dropout):
+    return AddFusion()
+
+
+@register_fusion("mul")
+def _mul(dim, heads, layers, mlp_ratio, ret_activation, dropout):
+    return MulFusion()
+
+
+@register_fusion("concat")
+def _concat(dim, heads, layers, mlp_ratio, ret_activation, dropout):
+    return ConcatFusion(dim)
+
+
+@register_fusion("bilinear")
+def _bilinear(dim, heads, layers, mlp_ratio, ret_activation, dropout):
+    return BilinearFusion(dim)
+
+
+@register_fusion("mbt")
+def _mbt(dim, heads, layers, mlp_ratio, ret_activation, dropout):
+    return MBTFusion(dim, heads, layers, mlp_ratio, dropout=dropout)
+
+
 def build_fusion(kind: str, dim: int, heads: int, layers: int, mlp_ratio: int,
                  ret_activation: str, dropout: float) -> nn.Module:
-    if kind == "ravf":
-        return RAVF(dim, heads, layers, mlp_ratio, ret_activation, dropout)
-    if kind == "add":
-        return AddFusion()
-    if kind == "mul":
-        return MulFusion()
-    if kind == "concat":
-        return ConcatFusion(dim)
-    if kind == "bilinear":
-        return BilinearFusion(dim)
-    if kind == "mbt":
-        return MBTFusion(dim, heads, layers, mlp_ratio, dropout=dropout)
-    raise ValueError(f"unknown fusion {kind!r}; choose one of {', '.join(FUSIONS)}")
+    if kind not in FUSIONS:
+        raise ValueError(f"unknown fusion {kind!r}; choose one of {', '.join(FUSIONS)}")
+    return FUSIONS[kind].build(dim, heads, layers, mlp_ratio, ret_activation, dropout)
