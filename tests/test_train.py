@@ -355,13 +355,15 @@ def test_validation_reports_the_benchmark_metrics(synth, tmp_path):
     from avrsp import metrics
     from avrsp.data.datasets import ClipDataset, stavis_videos
     from avrsp.loss import SaliencyLoss
-    from avrsp.train import Dist, _collate, validate
+    from avrsp.data.loader import collate
+    from avrsp.distributed import Dist
+    from avrsp.validation import validate
 
     torch.manual_seed(0)
     model = avrsp.create_model("avrsp_tiny").eval()
     videos = stavis_videos(synth, "SynthAV", "test", 1)
     ds = ClipDataset(videos, 8, (64, 96), clips_per_video=2, seed=4)
-    loader = torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=_collate)
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=collate)
     got = validate(model, loader, SaliencyLoss(), torch.device("cpu"), contextlib.nullcontext, Dist(),
                    {(v.dataset, v.name): v for v in videos})
     want = {m: [] for m in ("sim", "cc", "kld", "nss", "auc_j")}

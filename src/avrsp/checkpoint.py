@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,81 @@ def describe_mismatch(state: dict[str, torch.Tensor], expected: dict[str, torch.
         parts.append(f"{len(shapes)} mis-shaped (e.g. {k}: {tuple(state[k].shape)} in the file, "
                      f"{tuple(expected[k].shape)} expected)")
     return "; ".join(parts)
+
+
+# ------------------------------------------------------------------ training runs
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a training run stands: ``epoch`` epochs complete, ``step_in_epoch`` optimiser
+    steps of the next one done, ``step`` optimiser steps in all."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    step: int = 0
+
+
+class CheckpointSaver:
+    """A run's checkpoints (timm's ``CheckpointSaver`` is the model): each save writes
+
+    - ``ckpt/step_<n>.safetensors``: the model file (config embedded, the cursor in its
+      metadata), all that ``predict`` and ``evaluate`` need;
+    - ``ckpt/step_<n>.state.pt``: the optimiser, the scheduler, the best validation loss
+      and the random streams (read back with ``torch.load(weights_only=True)``);
+    - ``ckpt/latest.json``: rewritten only once both are complete, so a kill between the
+      writes leaves the previous pair in force;
+    - ``last.safetensors``: a copy of the newest model file;
+
+    and keeps the newest ``keep`` pairs. Every write is atomic."""
+
+    def __init__(self, run: Path, keep: int):
+        self.run, self.keep = Path(run), keep
+        self.folder = self.run / "ckpt"
+
+    @property
+    def latest(self) -> Path:
+        return self.folder / "latest.json"
+
+    def save(self, model: AVRSP, optimizer, scheduler, cursor: Cursor, best: float) -> Path:
+        import shutil
+        from dataclasses import asdict
+
+        name = f"step_{cursor.step:08d}"
+        where = asdict(cursor)
+        model_file = self.folder / f"{name}.safetensors"
+        save_model(model_file, model, extra=where)
+        state = {**where, "best": best, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "rng": _rng_state()}
+        atomic_write(self.folder / f"{name}.state.pt", lambda tmp: torch.save(state, tmp))
+        atomic_write(self.latest, lambda tmp: tmp.write_text(json.dumps({"name": name, **where})))
+        atomic_write(self.run / "last.safetensors", lambda tmp: shutil.copyfile(model_file, tmp))
+        for old in sorted(self.folder.glob("step_*.safetensors"))[:-self.keep]:
+            old.unlink()
+            old.with_name(old.name.replace(".safetensors", ".state.pt")).unlink(missing_ok=True)
+        return model_file
+
+    def load(self, model: AVRSP, optimizer, scheduler) -> tuple[Cursor, float]:
+        """Restore the newest pair into ``model``, ``optimizer``, ``scheduler`` and the
+        random streams; returns its cursor and best validation loss."""
+        from safetensors.torch import load_file
+
+        if not self.latest.is_file():
+            raise ConfigError(f"--resume: {self.run} has no checkpoint (ckpt/latest.json)")
+        name = json.loads(self.latest.read_text())["name"]
+        model.load_state_dict(load_file(str(self.folder / f"{name}.safetensors")))
+        state = torch.load(self.folder / f"{name}.state.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        # Runs saved before the cursor had its name kept the steps into the epoch as "batch".
+        step_in_epoch = state.get("step_in_epoch", state.get("batch", 0))
+        return Cursor(state["epoch"], step_in_epoch, state["step"]), state["best"]
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state

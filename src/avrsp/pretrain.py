@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError
-from .data.synth import MUSIC_NOTES_TONES, PALETTE, SynthConfig, _tone, generate_video
+from .data.synth import MUSIC_NOTES_TONES, PALETTE, SynthConfig, generate_video, tone
 from .media import SOUNDNET_RATE, clip_audio
 from .models import get_config
 from .models.soundnet import SoundNet8
@@ -76,7 +76,7 @@ def chromatic_window(rng: np.random.Generator, frames: int, fps: float, length: 
             if b - a <= 0:
                 continue
             f = GRID_LOW * 2 ** (rng.uniform(-0.4, GRID_BINS - 0.6) / 12)
-            seg = _tone(f, b - a, sr, rng)
+            seg = tone(f, b - a, sr, rng)
             ramp = min(int(0.02 * sr), (b - a) // 2)
             env = np.ones(b - a)
             if ramp > 0:
