@@ -297,7 +297,7 @@ def memory(records: list[dict]) -> list[str]:
 
 def split(records: list[dict]) -> list[str]:
     return table(["Machine", "Config", "Precision", "pairs", "S3D blocks", "whole", "whole / S3D",
-                  "S3D GFLOP/s", "rest GFLOP/s", "whole, BatchNorm not folded"],
+                  "S3D GFLOP/s", "rest GFLOP/s", "whole, fold=False"],
                  [[r["machine"]["label"], s["config"], s["precision"], len(s["ratios"]),
                    f"{s['s3d_s_folded']:.3f} s", f"{s['whole_s_folded']:.3f} s", f"{s['ratio']:.2f}×",
                    f"{s['s3d_gflops_s']:.0f}", f"{s['rest_gflops_s']:.0f}", f"{s['whole_s_unfolded']:.3f} s"]
