@@ -6,9 +6,10 @@
 
 Random weights (the time does not depend on them), the default inference layout of the
 device (``avrsp.inference.prepare``), the allocator setting of the ``avrsp`` command
-(``keep_freed_memory``: without it every large activation is faulted in afresh, and a
-float32 concatenation at X³ took 10× its time in bf16). By default: one warm-up pass, then the top
-operators of one profiled pass by self time. ``--convolutions``: every convolution of
+(``keep_freed_memory``: without it every large activation is faulted in afresh from zeroed
+pages, and the profile would time the kernel's page faults inside the operators that touch
+them). By default: one warm-up pass, then the top operators of one profiled pass by self
+time. ``--convolutions``: every convolution of
 the window timed inside the whole forward pass (2 warm-ups, median of 5 passes), its
 GFLOP and GFLOP/s, and S3D's four blocks against everything after them, each timed
 within the same passes: convolution time, GFLOP/s, and the time left to the other

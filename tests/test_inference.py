@@ -195,7 +195,7 @@ def test_bf16_maps_agree_with_fp32_maps():
     docs/performance.md). SoundNet stays float32, with the fp32 graph's own weights, not
     bf16 ones widened back: rounded, they moved a faint frame of the benchmark's clip to
     CC 0.985."""
-    from avrsp.bench import synthetic_video
+    from avrsp.bench_predict import synthetic_video
 
     m32 = prepare(load_model(default_checkpoint()), "cpu", "fp32")
     m16 = prepare(load_model(default_checkpoint()), "cpu", "bf16")
@@ -376,88 +376,6 @@ def test_keep_freed_memory_reuses_large_blocks_in_every_thread():
     assert plain["thread"] > 5000
     left = _refaults("keep", MALLOC_ARENA_MAX="4")  # the user's own setting stands
     assert left["kept"] is False and left["main"] > 5000
-
-
-def test_bench_runs_from_the_installed_package(tmp_path):
-    """`avrsp bench` lives in the package, so it needs no source checkout: from another
-    folder it renders recorded figures, and a bad request is one line."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    figures = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu.json"
-    proc = subprocess.run([sys.executable, "-m", "avrsp", "bench", "--report-only", "--merge", str(figures),
-                           "--write", str(tmp_path / "perf.md")], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    text = (tmp_path / "perf.md").read_text()
-    assert "Written by `avrsp bench`" in text
-    lines = text.splitlines()
-    for i, line in enumerate(lines):  # every table's separator and rows have its header's columns
-        if line.startswith("|---"):
-            width = lines[i - 1].count("|")
-            assert line.count("|") == width, lines[i - 1]
-            j = i + 1
-            while j < len(lines) and lines[j].startswith("|"):
-                assert lines[j].count("|") - lines[j].count("\\|") == width, lines[j]
-                j += 1
-    proc = subprocess.run([sys.executable, "-m", "avrsp", "bench", "--report-only"], capture_output=True, text=True,
-                          cwd=tmp_path)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--merge" in proc.stderr
-
-
-def test_each_end_to_end_model_can_have_its_own_video_length():
-    """A paper-size model on the CPU needs a shorter video than the built-in one
-    (`--e2e-models built-in avrsp:2`); a malformed length is one line naming the entry."""
-    from avrsp.bench import parse
-    from avrsp.config import ConfigError
-
-    args = parse(["--device", "cpu", "--e2e-seconds", "30", "--e2e-models", "built-in", "avrsp:2.5"])
-    assert args.e2e_models == [("built-in", 30.0), ("avrsp", 2.5)]
-    for bad in ("avrsp:", "avrsp:two", "avrsp:0", ":3", "avrps:2"):
-        with pytest.raises(ConfigError, match=f"--e2e-models '{bad}'"):
-            parse(["--device", "cpu", "--e2e-models", bad])
-
-
-def test_workers_to_feed_never_rounds_a_needed_worker_away():
-    from avrsp.bench import workers_to_feed
-
-    assert workers_to_feed(0.011).startswith("1 (0.011 ")  # a CPU step: one worker, a hundredth of its output
-    assert workers_to_feed(3.2).startswith("4 (3.2 ")
-    assert workers_to_feed(2.0).startswith("2 (2 ")
-
-
-def test_e2e_bound_is_the_model_time_or_all_the_work_spread_over_the_cores():
-    from avrsp.bench import OUTPUT_PARTS, e2e_bound
-
-    outputs = dict.fromkeys(OUTPUT_PARTS, 0.5)   # 3 ms of output work per frame
-    # The model's two threads occupy both cores for its 10 ms: the 3 ms come on top, halved.
-    assert e2e_bound({**outputs, "model": 20.0, "model wall": 10.0}, 2) == pytest.approx(10 / 11.5)
-    # A model that leaves a core idle half its time hides the outputs there entirely.
-    assert e2e_bound({**outputs, "model": 15.0, "model wall": 10.0}, 2) == 1.0
-    assert e2e_bound({**outputs, "model": 20.0, "model wall": 10.0}, 4) == 1.0
-
-
-def test_the_gpu_throughput_target_is_the_inference_graphs_best_bf16_row():
-    import json
-    from pathlib import Path
-
-    from avrsp.bench import targets
-
-    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-    gpu, cpu = (json.loads((results / f"{m}.json").read_text()) for m in ("h200", "cpu"))
-
-    def graph_row(result, rows):
-        result = {**result, "throughput": result["throughput"] + [
-            {"config": "avrsp", "mode": mode, "batch": b, "windows_per_s": w} for mode, b, w in rows]}
-        return [t for t in targets(result) if "inference graph" in t[0]]
-
-    met = graph_row(gpu, [("inference (bf16)", 8, 240.0), ("inference+graphs (bf16)", 4, 310.0),
-                          ("inference+graphs (bf16)", 8, 305.0), ("bf16", 8, 400.0)])
-    assert met == [("avrsp: inference graph in bf16, windows/s (inference+graphs (bf16), batch 4)", "≥ 300",
-                    "310.0", "yes")]
-    assert graph_row(gpu, [("inference+graphs (bf16)", 8, 299.0)])[0][-2:] == ("299.0", "no")
-    assert graph_row(gpu, [("inference (fp32)", 8, 400.0)]) == []  # not the bf16 graph
-    assert graph_row(cpu, [("inference (bf16)", 4, 400.0)]) == []  # the target is the H200's
 
 
 def _with_statistics(model):
