@@ -81,7 +81,7 @@ def score_model(model, scoring: ScoringSet, *, batch: int = 8, progress=None) ->
     """Every measure of the module docstring for ``model`` (prepared for inference) on
     ``scoring``: ``{"kinds": {kind: {measure: value}}, "ret_auc": {...}, "videos": [...]}``,
     the per-video figures kept so that any figure can be recomputed from the record."""
-    from .media import resize_map, resize_rgb
+    from .media import resize_rgb
     from .metrics import cc, imresize
 
     cfg = scoring.synth_config()

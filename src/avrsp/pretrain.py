@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError
-from .data.synth import MUSIC_NOTES_TONES, PALETTE, SynthConfig, generate_video, tone
+from .data.synth import MUSIC_NOTES_TONES, SynthConfig, generate_video, tone
 from .media import SOUNDNET_RATE, clip_audio
 from .models import get_config
 from .models.soundnet import SoundNet8

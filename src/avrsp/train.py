@@ -28,14 +28,13 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 from .checkpoint import CheckpointSaver, Cursor, atomic_write, load_model
 from .config import ConfigError, to_dict
 from .data.loader import ClipSets, EpochSampler, Plan, TrainingError, read_batches, training_loader
-from .distributed import Dist, process_device, setup_distributed
+from .distributed import process_device, setup_distributed
 from .loss import SaliencyLoss
 from .models import AVRSP
 from .train_config import (DataConfig, InitConfig, OptimConfig, TrainConfig, config_file, load_train_config,
