@@ -1,4 +1,5 @@
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -86,6 +87,62 @@ def test_auc_shuffled_extremes():
     assert auc_shuffled(pred, f, other, seed=0) == pytest.approx(1.0)
 
 
+# Values exactly on the 0.1 thresholds, where counting S ≥ t (AUC_Borji.m, AUC_shuffled.m)
+# and S > t part: a map in twentieths, min 0 and max 20, so min-max scaling gives j/20.
+# On-threshold values use only k/10 for k in {0, 1, 2, 4, 5, 8, 9, 10}: there 0.1·k (the
+# threshold as the code computes it) is the same double as k/10 (the scaled value); 0.3,
+# 0.6 and 0.7 are not, in numpy or in MATLAB's colon, and would test rounding instead.
+ON_THRESHOLDS = np.array([[20, 10, 10, 4],
+                          [11, 9, 9, 2],
+                          [3, 0, 17, 16]], float)
+POSITIVES = np.zeros((3, 4), bool)
+POSITIVES[0] = True                                         # 1.0, 0.5, 0.5, 0.2: on thresholds
+NEGATIVES = np.zeros((3, 4), bool)
+NEGATIVES[1, 0] = NEGATIVES[1, 1] = NEGATIVES[1, 3] = NEGATIVES[2, 0] = True   # 0.55, 0.45, 0.1, 0.15
+
+
+def _roc_area_by_hand(positives: list[Fraction], negatives: list[Fraction], neg_weights=None) -> Fraction:
+    """AUC_Borji.m's loop in exact arithmetic: thresholds 1.0, 0.9, …, 0 (the maximum is
+    1 here), tp = #(Sth ≥ t)/Nfix, fp = #(neg ≥ t)/Nneg (or the weighted share), (0, 0)
+    first and (1, 1) last, trapezoidal area."""
+    weights = neg_weights or [Fraction(1, len(negatives))] * len(negatives)
+    tp, fp = [Fraction(0)], [Fraction(0)]
+    for k in range(10, -1, -1):
+        t = Fraction(k, 10)
+        tp.append(Fraction(sum(v >= t for v in positives), len(positives)))
+        fp.append(sum((w for v, w in zip(negatives, weights) if v >= t), Fraction(0)))
+    tp.append(Fraction(1))
+    fp.append(Fraction(1))
+    return sum(((fp[i + 1] - fp[i]) * (tp[i] + tp[i + 1]) / 2 for i in range(len(tp) - 1)), Fraction(0))
+
+
+def _twentieths(mask):
+    return [Fraction(int(v), 20) for v in ON_THRESHOLDS[mask]]
+
+
+def test_shuffled_auc_counts_values_on_a_threshold_as_above_it():
+    """Four other fixations for four fixations: every split draws all of them, so the
+    value is exact. By hand: the curve passes (0, 1/4) at t = 1, (1/4, 3/4) at t = 0.5,
+    (1/2, 3/4) at 0.4, (1/2, 1) at 0.2, (1, 1) at 0.1: area 13/16. Counting S > t
+    instead puts the 0.5s under 0.55 and 0.45 alike and gives 21/32."""
+    want = _roc_area_by_hand(_twentieths(POSITIVES), _twentieths(NEGATIVES))
+    assert want == Fraction(13, 16)
+    for seed in (0, 1):
+        assert auc_shuffled(ON_THRESHOLDS, POSITIVES, NEGATIVES, seed=seed) == pytest.approx(float(want), abs=1e-12)
+
+
+def test_auc_borji_counts_values_on_a_threshold_as_above_it():
+    """Random pixels as negatives: the curve's area is linear in the false-positive rates
+    and the thresholds do not depend on the draw (a fixation holds the maximum), so the
+    mean over splits tends to the area at each threshold's share of all pixels: 5/8 by
+    the loop below, 53/96 if S > t were counted. 10 000 splits of 4 draws: the sampling
+    error's standard deviation is about 0.0025, the tolerance six of them."""
+    every = [Fraction(int(v), 20) for v in ON_THRESHOLDS.ravel()]
+    want = _roc_area_by_hand(_twentieths(POSITIVES), every)
+    assert want == Fraction(5, 8)
+    assert auc_borji(ON_THRESHOLDS, POSITIVES, n_splits=10_000, seed=0) == pytest.approx(float(want), abs=0.015)
+
+
 # ------------------------------------------------------------------ edge cases
 
 def test_no_fixations_is_nan_never_an_exception():
@@ -153,17 +210,42 @@ def test_stavis_postprocess_and_score_frame():
     assert post["cc"] == pytest.approx(cc(stavis_postprocess(p), g)) and math.isnan(post["sauc"])
 
 
-def test_one_fixation_is_enough_for_every_fixation_metric():
-    """As the MIT benchmark's MATLAB code: NaN only without any fixation (`~any(fixationMap)`),
-    a value from one fixation on (some Python ports need two)."""
+def test_auc_borji_needs_two_fixations_the_others_one():
+    """As the MIT benchmark's current MATLAB code (code_forMetrics since commit 3c4d244,
+    "small fixes for edge cases like nans", November 2015): AUC_Borji.m returns NaN when
+    ``sum(fixationMap(:)>0) <= 1``; AUC_shuffled.m and AUC_Judd.m only without any
+    fixation (``~any(fixationMap)``), and NSS.m averages over whatever fixations there are."""
     rng = np.random.default_rng(1)
     p = rng.random((20, 30))
     one = np.zeros((20, 30), bool)
     one[5, 7] = True
+    two = one.copy()
+    two[12, 20] = True
     other = rng.random((20, 30)) > 0.9
-    for value in (auc_borji(p, one, seed=0), auc_shuffled(p, one, other, seed=0), auc_judd(p, one, seed=0),
-                  nss(p, one)):
+    assert math.isnan(auc_borji(p, one, seed=0))
+    assert np.isfinite(auc_borji(p, two, seed=0))
+    for value in (auc_shuffled(p, one, other, seed=0), auc_judd(p, one, seed=0), nss(p, one)):
         assert np.isfinite(value)
     none = np.zeros((20, 30), bool)
     assert all(math.isnan(v) for v in (auc_borji(p, none), auc_shuffled(p, none, other), auc_judd(p, none),
                                        nss(p, none)))
+
+
+def test_score_frame_leaves_out_the_metrics_a_frame_has_no_ground_truth_for():
+    """Called directly, not only through ``evaluate``: an all-zero or absent map gives NaN
+    for SIM, CC and KL (the MATLAB functions would give SIM 0 and KL 0, KL's best value),
+    and no fixation gives NaN for NSS, AUC-J and sAUC; each side is scored without the other."""
+    rng = np.random.default_rng(2)
+    p, g = rng.random((12, 16)), rng.random((12, 16))
+    f = rng.random((12, 16)) > 0.8
+    other = rng.random((12, 16)) > 0.8
+    density = ("sim", "cc", "kld")
+    fixation = ("nss", "auc_j", "sauc")
+    for missing in (np.zeros((12, 16)), None):
+        scores = score_frame(p, missing, f, other)
+        assert all(math.isnan(scores[m]) for m in density), scores
+        assert all(math.isfinite(scores[m]) for m in fixation), scores
+    for missing in (np.zeros((12, 16), bool), None):
+        scores = score_frame(p, g, missing, other)
+        assert all(math.isfinite(scores[m]) for m in density) and all(math.isnan(scores[m]) for m in fixation)
+    assert all(math.isnan(v) for v in score_frame(p, np.zeros((12, 16)), np.zeros((12, 16))).values())
