@@ -20,8 +20,8 @@ from avrsp.checkpoint import load_model
 from avrsp.config import ConfigError
 from avrsp.data.synth import SynthConfig, generate_video
 from avrsp.inference import (_MALLOC_ENV, Background, GraphedForward, default_streams, in_streams, native_bf16,
-                             predict_frames, prefetch, prepare, resolve_device, resolve_precision,
-                             uses_channels_last)
+                             predict_frames, predict_frames_with_relevance, prefetch, prepare, resolve_device,
+                             resolve_precision, uses_channels_last)
 from avrsp.media import resize_map, resize_rgb
 from avrsp.models import FUSIONS, fold
 from avrsp.models.fold import FUSE_MIN_OUTPUTS, SEPARABLE_MIN_INPUTS, ConvReLU, SeparableMaxPool3d, onednn_bf16
@@ -211,6 +211,32 @@ def test_bf16_maps_agree_with_fp32_maps():
         ccs = [np.corrcoef(x.ravel(), y.ravel())[0, 1] for x, y in zip(a, b)]
         assert min(ccs) >= 0.99, (kind, min(ccs))
         assert np.abs(a - b).max() < 0.15
+
+
+def test_each_frames_ret_a_and_ret_v_are_its_own_windows_under_their_own_names():
+    """predict_frames_with_relevance averages the last RAVF block's Ret_A and Ret_V over
+    heads, audio tokens and time: frame k's pair comes from frame k's window (its row of
+    the batch) and keeps its names. The forward passes are recorded as they run, so the
+    comparison is with the very tensors the model returned (float32 means of the same
+    values in another order: ~1e-7 of values of order 1)."""
+    model = prepare(avrsp.create_model("avrsp_tiny"), "cpu", "fp32")
+    frames, audio = _clips("relevant", 53, frames=10)
+    seen = []
+    original = model.forward
+
+    def recording(clip, audio=None, **kwargs):
+        out = original(clip, audio, **kwargs)
+        seen.append(out[1][-1])
+        return out
+
+    model.forward = recording
+    rows = list(predict_frames_with_relevance(model, frames, len(frames), 15.0, audio, batch=4, streams=1))
+    windows = [(maps, i) for maps in seen for i in range(len(maps["ret_a"]))]
+    assert [k for k, *_ in rows] == list(range(10)) and len(windows) == 10
+    for (k, _, ret_a, ret_v), (maps, i) in zip(rows, windows):
+        np.testing.assert_allclose(ret_a, maps["ret_a"][i].mean(dim=(0, 1, 2)).numpy(), atol=1e-6, err_msg=str(k))
+        np.testing.assert_allclose(ret_v, maps["ret_v"][i].mean(dim=(0, 1, 2)).numpy(), atol=1e-6, err_msg=str(k))
+    assert np.abs(rows[0][2] - rows[0][3]).max() > 1e-3     # Ret_A and Ret_V differ: a swap cannot pass
 
 
 def test_prefetch_runs_ahead_by_at_most_depth_and_forwards_errors():

@@ -300,6 +300,37 @@ def test_ravf_attention_matches_equations(sigmoid):
         torch.testing.assert_close(m(v, a)[1], 2 * got[1], rtol=1e-5, atol=1e-5)
 
 
+def test_ravf_returns_ret_a_from_visual_queries_and_ret_v_from_audio_queries():
+    """Which map is which: Ret_A (Eq. 2) is V_Q A_Kᵀ/√d_k, visual queries against audio
+    keys, and Ret_V (Eq. 3) is A_Q V_Kᵀ/√d_k, audio queries against visual keys; RAVF
+    returns both as B×h×N_a×T×H×W maps over X⁰'s grid. Both have that one shape, so only
+    their values tell them apart: computed here from each block's own projections, on the
+    tokens the block receives (X⁰'s for the first block, the first block's output for the
+    second), they must land under their own names. Float32 sums of d_k = 8 products in
+    another order than the module's matmul: rounding ~1e-6 on values of order 1."""
+    from avrsp.models.fusion import RAVF
+
+    torch.manual_seed(0)
+    b, c, heads, na, (t, h, w) = 2, 16, 2, 5, (2, 3, 4)
+    ravf = RAVF(c, heads, layers=2).eval()
+    x0, a = torch.randn(b, c, t, h, w), torch.randn(b, na, c)
+    with torch.no_grad():
+        _, relevance = ravf(x0, a, return_relevance=True)
+        tokens = x0.flatten(2).transpose(1, 2)                      # B×N_v×C, N_v in T, H, W order
+        for block, maps in zip(ravf.blocks, relevance):
+            attn = block.attn
+            heads_of = lambda layer, x: F.linear(x, layer.weight, layer.bias).reshape(  # noqa: E731
+                b, x.shape[1], heads, c // heads)                  # B×N×h×d_k
+            vq, vk = heads_of(attn.f_vq, tokens), heads_of(attn.f_vk, tokens)
+            aq, ak = heads_of(attn.f_aq, a), heads_of(attn.f_ak, a)
+            ret_a = torch.einsum("bnhd,bmhd->bhmn", vq, ak) / math.sqrt(c // heads)   # Eq. 2, as N_a×N_v
+            ret_v = torch.einsum("bmhd,bnhd->bhmn", aq, vk) / math.sqrt(c // heads)   # Eq. 3
+            assert (ret_a - ret_v).abs().max() > 0.5                # the two differ: a swap cannot pass
+            torch.testing.assert_close(maps["ret_a"], ret_a.reshape(b, heads, na, t, h, w), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(maps["ret_v"], ret_v.reshape(b, heads, na, t, h, w), rtol=1e-5, atol=1e-5)
+            tokens = block(tokens, a)[0]
+
+
 def test_relevance_maps_come_from_the_same_forward(tiny_cfg):
     model = avrsp.create_model(tiny_cfg, fusion_layers=2).eval()
     clip, audio = tiny_inputs(tiny_cfg, batch=2)
