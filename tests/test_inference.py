@@ -19,9 +19,9 @@ import avrsp
 from avrsp.checkpoint import load_model
 from avrsp.config import ConfigError
 from avrsp.data.synth import SynthConfig, generate_video
-from avrsp.inference import (_MALLOC_ENV, Background, GraphedForward, default_streams, in_streams, native_bf16,
-                             predict_frames, predict_frames_with_relevance, prefetch, prepare, resolve_device,
-                             resolve_precision, uses_channels_last)
+from avrsp.inference import (_MALLOC_ENV, Background, GraphedForward, default_streams, in_streams, model_inputs,
+                             native_bf16, predict_frames, predict_frames_with_relevance, prefetch, prepare,
+                             resolve_device, resolve_precision, uses_channels_last)
 from avrsp.media import resize_map, resize_rgb
 from avrsp.models import FUSIONS, fold
 from avrsp.models.fold import FUSE_MIN_OUTPUTS, SEPARABLE_MIN_INPUTS, ConvReLU, SeparableMaxPool3d, onednn_bf16
@@ -237,6 +237,27 @@ def test_each_frames_ret_a_and_ret_v_are_its_own_windows_under_their_own_names()
         np.testing.assert_allclose(ret_a, maps["ret_a"][i].mean(dim=(0, 1, 2)).numpy(), atol=1e-6, err_msg=str(k))
         np.testing.assert_allclose(ret_v, maps["ret_v"][i].mean(dim=(0, 1, 2)).numpy(), atol=1e-6, err_msg=str(k))
     assert np.abs(rows[0][2] - rows[0][3]).max() > 1e-3     # Ret_A and Ret_V differ: a swap cannot pass
+
+
+def test_the_waveform_reaches_soundnet_as_float32_in_the_bf16_graph():
+    """In bf16, SoundNet and its waveform stay float32 (prepare; the maps closer to
+    fp32's): the tensor SoundNet receives is the SoundNet input as computed, float32 and
+    bit for bit, not a bf16 rounding of it widened back (which keeps only 8 bits of each
+    sample). Through model_inputs, which every inference path uses, and the model's own
+    forward pass."""
+    model = prepare(load_model(default_checkpoint()), "cpu", "bf16")
+    cfg = model.config
+    assert next(model.audio_net.parameters()).dtype == torch.float32
+    received = []
+    model.audio_net.register_forward_pre_hook(lambda m, args: received.append(args[0]))
+    rng = np.random.default_rng(0)
+    sound = (rng.standard_normal((2, cfg.audio_samples)) * 50).astype(np.float32)
+    unique = rng.integers(0, 256, (cfg.frames, cfg.height, cfg.width, 3), dtype=np.uint8)
+    index = np.tile(np.arange(cfg.frames), (2, 1))
+    with torch.no_grad():
+        out = model(*model_inputs(model, unique, index, sound))
+    assert out.dtype == torch.bfloat16 and len(received) == 1
+    assert received[0].dtype == torch.float32 and torch.equal(received[0], torch.from_numpy(sound)[:, None])
 
 
 def test_prefetch_runs_ahead_by_at_most_depth_and_forwards_errors():
