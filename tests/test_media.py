@@ -5,7 +5,8 @@ import av
 import numpy as np
 import pytest
 
-from avrsp.media import (MediaError, MediaWarning, clip_audio, frame_span, iter_frames, probe, read_audio, resize_rgb)
+from avrsp.media import (MediaError, MediaWarning, clip_audio, frame_span, iter_frames, probe, read_audio, resize_rgb,
+                         write_map_png)
 
 
 def write_video(path, frames, fps=25, codec="libx264", pix_fmt="yuv420p", audio=None, audio_rate=44100,
@@ -198,3 +199,21 @@ def test_clip_audio_follows_the_reference_windowing():
     # Below 10 fps the excerpt exceeds the buffer: its centre is kept.
     slow = clip_audio(audio, rate, *frame_span(0, T - 1, 5.0), 70560)
     assert slow.shape == (70560,) and np.abs(slow).max() <= 256
+
+
+def test_a_map_png_is_the_map_scaled_to_its_maximum(tmp_path):
+    """Every frame gets all 256 levels whatever its peak (a faint one at the model's own
+    scale would keep a handful); an all-zero map stays zero, without dividing by it;
+    negative values (none from a sigmoid, but a resize can undershoot) count as 0."""
+    from PIL import Image
+
+    faint = np.zeros((4, 6), np.float32)
+    faint[1, 2], faint[2, 3], faint[3, 5] = 0.06, 0.02, -0.01
+    write_map_png(tmp_path / "faint.png", faint)
+    want = np.zeros((4, 6), np.uint8)
+    want[1, 2], want[2, 3] = 255, 85                                      # 0.02 / 0.06 · 255
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "faint.png")), want)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                    # no division by zero
+        write_map_png(tmp_path / "zero.png", np.zeros((4, 6), np.float32))
+    assert not np.asarray(Image.open(tmp_path / "zero.png")).any()
