@@ -216,6 +216,30 @@ def test_what_gave_a_500_is_a_4xx_with_one_sentence(server, uploaded):
         assert f"demo={value}" in one_sentence(body)
 
 
+def test_the_ret_images_of_frame_k_are_frame_ks_relevance(server, uploaded):
+    """ret_a/<k>.png and ret_v/<k>.png (k from 1, as every per-frame file) show frame k's
+    Ret_A and Ret_V: rendered here independently from the same clip's relevance maps
+    (Predictor in fp32, as the server runs), on one grey scale for the whole video
+    (docs/serve.md), they agree to one grey level, the most that the two processes'
+    float32 sums, rounded in other orders, can move a pixel. The images one frame on
+    differ by more, so a server showing frame k+1's (or frame k−1's) maps fails."""
+    from avrsp.predict import Predictor
+
+    url, _ = server
+    job, status = uploaded
+    rows = list(Predictor(device="cpu", precision="fp32").predict_video_with_relevance(demo_video()))
+    n = status["result"]["frames"]
+    assert n == len(rows)
+    for key, column in (("ret_a", 1), ("ret_v", 2)):
+        maps = np.stack([row[column] for row in rows]).astype(np.float64)
+        want = np.round((maps - maps.min()) / (maps.max() - maps.min()) * 255)
+        served = np.stack([np.asarray(Image.open(BytesIO(call(f"{url}/api/jobs/{job}/files/{key}/{k:05d}.png")[1])),
+                                      np.float64) for k in range(1, n + 1)])
+        assert served.shape == want.shape, key
+        assert np.abs(served - want).max() <= 1, key
+        assert np.abs(served[:-1] - want[1:]).max() > 1 and np.abs(served[1:] - want[:-1]).max() > 1, key
+
+
 def test_a_long_job_can_be_cancelled(server):
     url, root = server
     from avrsp.data.synth import _write_mp4, generate_video
