@@ -53,6 +53,7 @@ def scaled(xy, shape, size):
 
 def test_generation_is_seeded_and_kinds_differ():
     a, b = generate_video(CFG, 0, "relevant"), generate_video(CFG, 0, "relevant")
+    # The same seed through the same numpy code on one machine: the same values, bit for bit.
     np.testing.assert_array_equal(a.frames, b.frames)
     np.testing.assert_array_equal(a.audio, b.audio)
     other = generate_video(SynthConfig(**{**CFG.__dict__, "seed": 4}), 0, "relevant")
@@ -61,7 +62,8 @@ def test_generation_is_seeded_and_kinds_differ():
     assert music.sounding == [None] * CFG.frames and a.sounding.count(None) == 0
     assert music.tones == [None] * CFG.frames and a.tones == [a.colours[d] for d in a.sounding]
     # Relevant audio sounds at the discs' pitches; music in the low register stays below
-    # every disc pitch, in the tones' register (the default) among them.
+    # every disc pitch, in the tones' register (the default) among them. (Pitches: FFT bins
+    # of 5.5 Hz on 4000 samples, palette pitches 160 Hz or more apart.)
     assert abs(peak_hz(a.audio[:4000]) - PALETTE[a.colours[a.sounding[0]]][1]) < 10
     low = generate_video(SynthConfig(**{**CFG.__dict__, "music_register": "low"}), 1, "music")
     assert peak_hz(low.audio) < min(p for _, p in PALETTE) - 40
@@ -94,7 +96,9 @@ def test_mixed_videos_are_relevant_videos_with_music_under_the_tone():
     assert np.sqrt(np.mean(music ** 2)) > 0.05
     louder = generate_video(SynthConfig(**{**CFG.__dict__, "mixed_music_gain": 2.0}), 4, "mixed")
     ratio = np.sqrt(np.mean((louder.audio - relevant.audio) ** 2) / np.mean(music ** 2))
-    assert ratio == pytest.approx(2.0, rel=0.05)  # the stated level scales the music alone
+    # The stated level scales the music alone. 5 %: the difference also holds two draws of
+    # the noise floor (σ 0.005 each), a few percent of the music's power; the ratio is ~2.
+    assert ratio == pytest.approx(2.0, rel=0.05)
 
 
 def test_kind_fractions_give_each_kind_its_share():
@@ -142,7 +146,7 @@ def test_a_silent_video_is_written_without_sound_and_trains_on_silence(tmp_path)
     assert len(list(iter_frames(tmp_path / "d" / "videos" / f"{names[0]}.mp4"))) == cfg.frames
     video = next(v for v in all_videos(root) if v.name == names[0])
     assert video.audio is None
-    assert ClipDataset([video], 4, (32, 48))[0]["audio"].abs().max() == 0
+    assert ClipDataset([video], 4, (32, 48))[0]["audio"].abs().max() == 0  # silence is zeros, not small values
 
 
 def test_gaze_follows_the_sounding_disc_only_in_relevant_videos():
@@ -206,6 +210,8 @@ def test_stavis_training_samples_are_aligned(synth):
             if any(np.hypot(*(pos[j] - pos[j2])) < 2 * m["radius"] for j2 in range(j + 1, len(pos))):
                 continue  # a disc drawn later covers it
             x, y = scaled(pos[j], (CFG.height, CFG.width), SIZE)
+            # 60 of 255: JPEG and the area resize blur a disc's edge and centre little; the
+            # palette's colours differ from each other and the background by far more.
             assert np.abs(last[int(y), int(x)] - PALETTE[c][0]).max() < 60, (item["video"], k, j)
         if m["kind"] != "relevant":
             continue
@@ -231,7 +237,7 @@ def test_evaluation_access_is_full_resolution(synth):
     assert fix.dtype == bool and 1 <= fix.sum() <= CFG.viewers
     gen = generate_video(CFG, int(v.name.split("_")[1]), m["kind"])
     np.testing.assert_array_equal(fix, gen.fixations[3])
-    assert abs(len(v.audio) - CFG.frames / CFG.fps * 22050) < 2
+    assert abs(len(v.audio) - CFG.frames / CFG.fps * 22050) < 2  # integer samples: the duration's rounding
 
 
 def test_clip_samples_are_reproducible_per_epoch(synth):
@@ -256,7 +262,7 @@ def test_dhf1k_vinet_layout_matches_the_stavis_copy(synth):
     stavis = next(s for s in all_videos(root / "stavis") if s.name == m["name"])
     gen = generate_video(CFG, int(m["name"].split("_")[1]), m["kind"])
     np.testing.assert_array_equal(v.frame(5), gen.frames[5])  # png is lossless
-    assert np.abs(stavis.frame(5).astype(int) - gen.frames[5].astype(int)).mean() < 8  # jpg is not
+    assert np.abs(stavis.frame(5).astype(int) - gen.frames[5].astype(int)).mean() < 8  # jpg is not: a few levels
     np.testing.assert_array_equal(v.fixations(5), stavis.fixations(5))
     item = ClipDataset(val, T, SIZE, audio=False)[0]
     assert "audio" not in item and item["clip"].shape == (3, T, *SIZE)
@@ -298,7 +304,7 @@ def test_dhf1k_tased_and_release_layouts(synth, tmp_path):
     for k in (0, 7, CFG.frames - 1):
         decoded = vb.frame(k).astype(int)
         assert int(np.argmin([np.abs(decoded - e).mean() for e in extracted])) == k
-    np.testing.assert_array_equal(va.saliency_map(9), vb.saliency_map(9))
+    np.testing.assert_array_equal(va.saliency_map(9), vb.saliency_map(9))   # one PNG file, read twice
     item = ClipDataset(b, T, SIZE, audio=False, seed=2)[2]
     assert item["clip"].shape == (3, T, *SIZE)
 
@@ -396,13 +402,14 @@ def test_training_clips_are_real_consecutive_frames_with_their_own_sound(stavis_
             targets.add(k)
             frames = video.frames.read(list(range(k - T + 1, k + 1)))   # the real frames, in order
             expected = to_model_frames(frames, SIZE)
-            assert torch.equal(item["clip"], expected), k
+            assert torch.equal(item["clip"], expected), k   # the same files through the same conversion
             buf = item["audio"][0].numpy()
             if k - T + 1 <= k_click <= k:
                 want = click_position(k_click, k - T + 1, k, CFG.fps, 17640, False)
+                # one sample: where a span's end in seconds rounds to a sample
                 assert abs(int(np.argmax(np.abs(buf))) - want) <= 1, k
                 heard += 1
-            else:
+            else:  # no click: silence, but for decoding's faint ringing (1e-3 of full scale)
                 assert np.abs(buf).max() < 1e-3 * 256, k
     assert min(targets) >= T - 1 and max(targets) == CFG.frames - 1 and len(targets) > CFG.frames // 2
     assert heard > 0
@@ -450,9 +457,10 @@ def test_wav_at_another_rate_is_resampled(stavis_copy):
     rate, data = wavfile.read(wav)
     wavfile.write(wav, 44100, resample_poly(data.astype(np.float32), 2, 1).astype(np.int16))
     audio = next(v for v in all_videos(root) if v.name == name).audio
-    assert abs(len(audio) - len(data)) <= 2
+    assert abs(len(audio) - len(data)) <= 2      # the resampler's filter delay, a sample or two
     first = meta[name]["sounding"][0]
     seg = audio[: int(22050 * 0.6)]
+    # FFT bins of 1.7 Hz on 0.6 s; the palette's pitches lie 160 Hz or more apart.
     assert abs(peak_hz(seg) - meta[name]["pitches"][first]) < 10
 
 
