@@ -420,7 +420,7 @@ def test_maps_npz_keeps_the_models_grid_not_the_videos_size(server, tmp_path):
     (h, w), = shapes
     gh, gw = model_grid()
     assert h >= gh and w >= gw and (h == gh or w == gw), (h, w)  # just covers the model's grid
-    assert abs(w / h - 1280 / 720) < 0.02
+    assert abs(w / h - 1280 / 720) < 0.02   # whole pixels: 228/128 against 16/9
     assert len(data) < 12 * h * w * 4 + 100_000
     # The 8-bit maps stay at the video's size.
     code, data = call(f"{url}/api/jobs/{body['id']}/files/maps.zip")
@@ -654,6 +654,7 @@ def test_the_page_plays_scrubs_and_scores_in_a_browser(server, browser, tmp_path
     # Scrub to frame 40: every panel shows frame 40, and is seen.
     scrub(d, 40)
     assert d.find_element("id", "frame-no").text == "40"
+    # Frame 40 of a 15 fps clip starts at 39/15 s; 0.1 s is within that frame and a half.
     assert abs(d.execute_script("return document.getElementById('video').currentTime;") - 39 / 15) < 0.1
     for panel in PANELS:
         seen(d, panel)
@@ -723,6 +724,7 @@ def test_a_portrait_mkv_shows_its_progress_and_its_controls(server, browser, tmp
     set_opacity(d, 0.0)
     seen(d, "video", scroll=False)
     video, overlay = (d.find_element("id", e).rect for e in ("video", "overlay"))
+    # One pixel: the layout rounds fractional CSS sizes.
     assert all(abs(video[k] - overlay[k]) <= 1 for k in ("x", "y", "width", "height")), (video, overlay)
     assert video["height"] > video["width"]
 
