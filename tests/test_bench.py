@@ -88,7 +88,7 @@ def test_e2e_bound_is_the_model_time_or_all_the_work_spread_over_the_cores(repor
 
     outputs = dict.fromkeys(OUTPUT_PARTS, 0.5)   # 3 ms of output work per frame
     # The model's two threads occupy both cores for its 10 ms: the 3 ms come on top, halved.
-    assert report.e2e_bound({**outputs, "model": 20.0, "model wall": 10.0}, 2) == pytest.approx(10 / 11.5)
+    assert report.e2e_bound({**outputs, "model": 20.0, "model wall": 10.0}, 2) == pytest.approx(10 / 11.5)  # float64 rounding
     # A model that leaves a core idle half its time hides the outputs there entirely.
     assert report.e2e_bound({**outputs, "model": 15.0, "model wall": 10.0}, 2) == 1.0
     assert report.e2e_bound({**outputs, "model": 20.0, "model wall": 10.0}, 4) == 1.0

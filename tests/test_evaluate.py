@@ -58,7 +58,9 @@ def test_windows_reverse_the_first_frames_and_their_audio():
     assert all(w.indices[-1] == w.frame for w in ws)  # the prediction is for the last frame
     audio = np.random.default_rng(0).random(22050 * 2).astype(np.float32)
     forward = clip_audio(audio, 22050, *frame_span(0, T - 1, 15.0), 17640)
-    # The reversed excerpt is the forward one backwards (each centred in its buffer).
+    # The reversed excerpt is the forward one backwards (each centred in its buffer): to
+    # float32 rounding of samples up to SoundNet's 256 (~1.5e-5), since the Hanning
+    # window's values are not bit-symmetric.
     np.testing.assert_allclose(np.trim_zeros(ws[0].audio(audio, 15.0, T)), np.trim_zeros(forward)[::-1], atol=1e-4)
     # Shorter than T: every frame still gets a window ending at it.
     short = list(windows(3, T))
@@ -83,6 +85,9 @@ def test_predict_frames_equals_direct_model_calls(data, ckpt):
         audio = torch.from_numpy(w.audio(video.audio, video.fps, T))[None, None]
         with torch.no_grad():
             want = model(clip, audio)[0].numpy()
+        # Maps in (0, 1): batches of 3 against 1, and the streams' thread counts, sum the
+        # float32 convolutions in other orders (~1e-6 on the logits, by CPU); a wrong window
+        # or sound moves these maps by orders of magnitude more.
         np.testing.assert_allclose(got[w.frame], want, atol=1e-5)
 
 
@@ -94,7 +99,7 @@ def test_model_file_round_trip_and_bad_files(tmp_path):
     again = load_model(tmp_path / "m.safetensors")
     assert again.config == model.config
     for k, v in model.state_dict().items():
-        assert torch.equal(v, again.state_dict()[k]), k
+        assert torch.equal(v, again.state_dict()[k]), k   # stored and read, no arithmetic: bit for bit
     (tmp_path / "junk.safetensors").write_bytes(b"not a model")
     from safetensors.torch import save_file
 
@@ -116,8 +121,9 @@ def test_per_video_then_over_videos():
     # Video a: 4 frames at 1.0; video b: 1 frame at 0.0 and a NaN frame.
     records = [record("a", [1.0] * 4), record("b", [0.0, math.nan])]
     (row,) = ev.aggregate(records)
-    assert row["cc"] == pytest.approx(0.5)                 # (1.0 + 0.0) / 2 videos
-    assert row["cc_frame_avg"] == pytest.approx(4 / 5)     # DHF1K-style frame mean
+    # Means of a few exact values, exact in float64.
+    assert row["cc"] == 0.5                 # (1.0 + 0.0) / 2 videos
+    assert row["cc_frame_avg"] == 4 / 5     # DHF1K-style frame mean
     assert (row["videos"], row["frames"], row["left_out"], row["cc_frames"]) == (2, 6, 1, 5)
 
 
@@ -150,8 +156,10 @@ def test_evaluate_writes_tables_and_leaves_out_what_a_frame_lacks(data, ckpt, tm
     assert per_frame["nss"][2] is None and per_frame["cc"][2] is not None
     assert per_frame["sim"][4] is None and per_frame["kld"][4] is None and per_frame["nss"][4] is not None
     assert all(per_frame[m][6] is None for m in per_frame)
+    # The video's mean is the mean of the frames used: float64 means of the same values,
+    # perhaps summed in another order (~1e-15); absolute, as a CC can lie near 0.
     for m in ("cc", "sim", "kld", "nss"):
-        assert float(rows[0][m]) == pytest.approx(np.mean([x for x in per_frame[m] if x is not None]))
+        assert float(rows[0][m]) == pytest.approx(np.mean([x for x in per_frame[m] if x is not None]), abs=1e-12)
     results = json.loads((out / "results.json").read_text())
     kinds = {d["kind"] for d in results["datasets"]}
     assert "all" in kinds and kinds & {"relevant", "music"}  # split by video kind for synthetic data
@@ -201,7 +209,8 @@ def test_evaluate_resumes_and_reuses_predictions(data, ckpt, tmp_path, monkeypat
             "--split", "1", "--out", str(out), "--batch", "1", "--quiet"]
     assert main(args) == 0
     first = (out / "per_video.csv").read_text()
-    # A finished run: nothing is predicted again.
+    # A finished run: nothing is predicted again. (Reports compared as text: the same model
+    # on the same machine, batch and threads computes the same bits.)
     monkeypatch.setattr("avrsp.checkpoint.load_model", lambda *a, **k: pytest.fail("model loaded again"))
     assert main(args) == 0 and (out / "per_video.csv").read_text() == first
     # Killed after predicting, before scoring: the predictions on disk are reused.
@@ -258,6 +267,7 @@ def test_a_killed_evaluation_resumes_to_the_same_report(tmp_path, capsys):
                             {**os.environ, "PYTHONUNBUFFERED": "1"})
     assert len(list((out / "videos").rglob("*.json"))) < 4
     assert main(["evaluate", *common, "--out", str(out)]) == 0
+    # Byte for byte: both runs predict with the same kernels, batch, precision and threads.
     for name in ("report.md", "per_video.csv", "per_dataset.csv", "per_frame.csv"):
         assert (out / name).read_text() == (tmp_path / "ref" / name).read_text(), name
     # Resuming with a setting that changes the results would mix two evaluations: refused.
@@ -298,6 +308,8 @@ def test_score_a_folder_of_predictions(data, tmp_path, capsys):
     assert main(["score", str(pred_dir), "--data", str(data / "stavis"), "--dataset", "SynthAV", "--split", "2",
                  "--out", str(out), "--no-postprocess", "--quiet"]) == 0
     row = next(csv.DictReader(open(out / "per_dataset.csv")))
+    # The ground truth at half size, scored against itself: bicubic shrinking and growing
+    # blur it a little, far from float rounding; these are floors for a correct pairing.
     assert float(row["cc"]) > 0.9 and float(row["nss"]) > 2
     assert main(["score", str(tmp_path / "nowhere"), "--data", str(data / "stavis"), "--dataset", "SynthAV"]) == 2
     empty = tmp_path / "empty"
@@ -402,6 +414,7 @@ def test_two_processes_shard_predict_and_evaluate_into_what_one_writes(tmp_path)
     two = _torchrun(["evaluate", *common, "--out", str(tmp_path / "two")], tmp_path)
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("# Evaluation of") == 1  # rank 0 reports, for every video
+    # Byte for byte: every process runs the same kernels with one thread (OMP_NUM_THREADS=1).
     for name in ("report.md", "per_video.csv", "per_dataset.csv", "per_frame.csv"):
         assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text(), name
     killed = tmp_path / "killed"

@@ -5,7 +5,8 @@ import av
 import numpy as np
 import pytest
 
-from avrsp.media import (MediaError, MediaWarning, clip_audio, frame_span, iter_frames, probe, read_audio, resize_rgb)
+from avrsp.media import (MediaError, MediaWarning, clip_audio, frame_span, iter_frames, probe, read_audio, resize_rgb,
+                         write_map_png)
 
 
 def write_video(path, frames, fps=25, codec="libx264", pix_fmt="yuv420p", audio=None, audio_rate=44100,
@@ -59,6 +60,7 @@ def test_frames_stream_in_order_with_times(tmp_path):
     got = list(iter_frames(path))
     assert len(got) == 12
     levels = [int(rgb.mean().round()) for rgb, _ in got]
+    # H.264 and YUV 4:2:0 keep a flat grey within a few levels; the frames are 23 levels apart.
     assert all(abs(a - b) <= 3 for a, b in zip(levels, [(i * 23) % 256 for i in range(12)]))
     assert [round(t, 3) for _, t in got] == [round(i / 25, 3) for i in range(12)]
     info = probe(path)
@@ -86,6 +88,7 @@ def test_a_kept_swscale_context_gives_every_frame_what_a_fresh_one_gives(tmp_pat
                  for f in c.decode(video=0)]
     for (full, small), (got_small, _), (got_full, _) in zip(fresh, iter_frames(path, size=(24, 40)),
                                                             iter_frames(path), strict=True):
+        # The same swscale code on the same pixels in one process: bit for bit.
         assert np.array_equal(got_small, small) and np.array_equal(got_full, full)
         expected = av.VideoFrame.from_ndarray(full, format="rgb24").reformat(
             width=20, height=12, format="rgb24", interpolation="AREA").to_ndarray()
@@ -111,7 +114,7 @@ def test_variable_frame_rate_keeps_timestamps(tmp_path):
     path = write_video(tmp_path / "vfr.mp4", coloured_frames(6), fps=25, pts=pts)
     times = [t for _, t in iter_frames(path)]
     assert len(times) == 6
-    np.testing.assert_allclose(times, np.array(pts) / 1000, atol=2e-3)
+    np.testing.assert_allclose(times, np.array(pts) / 1000, atol=2e-3)  # the container's time base rounds to ~1 ms
 
 
 @pytest.mark.parametrize("rate, layout, channels", [(44100, "stereo", 2), (48000, "5.1", 6), (22050, "mono", 1)])
@@ -121,8 +124,9 @@ def test_audio_is_mono_22050_with_pitch_and_level_kept(tmp_path, rate, layout, c
     audio = read_audio(path)
     assert audio.dtype == np.float32 and abs(len(audio) - 22050) < 2048
     mid = audio[5000:15000]
-    assert abs(peak_hz(mid, 22050) - 440) < 5
-    # Channels are averaged, so identical channels keep their level.
+    assert abs(peak_hz(mid, 22050) - 440) < 5   # FFT bins of 2.2 Hz on 10 000 samples
+    # Channels are averaged, so identical channels keep their level (0.5, within AAC's loss;
+    # summed, two channels would give 1).
     assert 0.4 < np.abs(mid).max() < 0.6
     assert probe(path).audio_channels == channels
 
@@ -171,7 +175,7 @@ def test_clip_audio_follows_the_reference_windowing():
     rate, fps, T = 22050, 25.0, 32
     audio = np.linspace(-1, 1, rate * 4).astype(np.float32)
     start, end = frame_span(10, 10 + T - 1, fps)
-    assert (start, end) == pytest.approx(((10 - 0.5) / fps, (41 + 0.5) / fps))
+    assert (start, end) == pytest.approx(((10 - 0.5) / fps, (41 + 0.5) / fps))   # float64, seconds of order 1
     out = clip_audio(audio, rate, start, end, rate // 10 * T)
     assert out.shape == (70560,)
     a, b = round(start * rate), round(end * rate)
@@ -179,6 +183,7 @@ def test_clip_audio_follows_the_reference_windowing():
     want = np.zeros(70560, np.float32)
     off = (70560 - n) // 2
     want[off:off + n] = audio[a:b] * np.hanning(n) * 256
+    # float32 samples up to SoundNet's 256: rounding ~1.5e-5, against float64 here.
     np.testing.assert_allclose(out, want, atol=1e-4)
     # Reversed windows reverse the excerpt (the test protocol's reversed windows).
     rev = clip_audio(audio, rate, start, end, 70560, reverse=True)
@@ -198,3 +203,21 @@ def test_clip_audio_follows_the_reference_windowing():
     # Below 10 fps the excerpt exceeds the buffer: its centre is kept.
     slow = clip_audio(audio, rate, *frame_span(0, T - 1, 5.0), 70560)
     assert slow.shape == (70560,) and np.abs(slow).max() <= 256
+
+
+def test_a_map_png_is_the_map_scaled_to_its_maximum(tmp_path):
+    """Every frame gets all 256 levels whatever its peak (a faint one at the model's own
+    scale would keep a handful); an all-zero map stays zero, without dividing by it;
+    negative values (none from a sigmoid, but a resize can undershoot) count as 0."""
+    from PIL import Image
+
+    faint = np.zeros((4, 6), np.float32)
+    faint[1, 2], faint[2, 3], faint[3, 5] = 0.06, 0.02, -0.01
+    write_map_png(tmp_path / "faint.png", faint)
+    want = np.zeros((4, 6), np.uint8)
+    want[1, 2], want[2, 3] = 255, 85                                      # 0.02 / 0.06 · 255
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "faint.png")), want)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                    # no division by zero
+        write_map_png(tmp_path / "zero.png", np.zeros((4, 6), np.float32))
+    assert not np.asarray(Image.open(tmp_path / "zero.png")).any()

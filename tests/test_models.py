@@ -168,7 +168,7 @@ def test_audio_changes_the_map_only_when_the_model_uses_audio(fusion):
     audio = audio.detach()
 
     visual = avrsp.create_model("avrsp_tiny", audio=False).eval()
-    with torch.no_grad():
+    with torch.no_grad():  # a visual-only model never reads the audio: the same pass, bit for bit
         assert torch.equal(visual(clip, audio), visual(clip, None))
 
 
@@ -204,6 +204,9 @@ def test_resize_to_upsamples_as_trilinear_interpolation_in_the_input_layout(layo
     x = torch.randn(2, 5, 3, 7, 6).to(dtype).contiguous(memory_format=layout)
     got = resize_to(x, torch.empty(2, 5, *size))
     ref = F.interpolate(x.float(), size=size, mode="trilinear", align_corners=False)
+    # float32: the interpolation weights are combined in another order, ~1e-7 relative on
+    # values of order 1 (the absolute part covers values near 0). bf16: the result rounded
+    # to 8 significant bits (a step is 2^-8 relative), up to two steps.
     tol = {"atol": 1e-6, "rtol": 1e-6} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 1e-2}
     torch.testing.assert_close(got.float(), ref, **tol)
     assert got.dtype == dtype and memory_format(got) == layout
@@ -256,6 +259,8 @@ def test_fusion_bf16_agrees_with_fp32(fusion):
         ref = module(x0, a)[0]
         out = module.to(torch.bfloat16)(x0.bfloat16(), a.bfloat16())[0]
     assert out.dtype == torch.bfloat16
+    # Random weights, every activation rounded to bf16's 8 bits: values move by bf16's steps,
+    # the output's pattern must survive.
     assert torch.corrcoef(torch.stack([ref.flatten(), out.float().flatten()]))[0, 1] > 0.99
 
 
@@ -267,6 +272,7 @@ def test_bilinear_fusion_is_nn_bilinear_plus_identity():
     got = m(x0, a)[0]
     tokens = x0.flatten(2).transpose(1, 2)
     want = m.bilinear(tokens, a.mean(1, keepdim=True).expand_as(tokens).contiguous())
+    # The same float32 products contracted in another order (64 per output): ~1e-6 on values of order 1.
     torch.testing.assert_close(got, x0 + want.transpose(1, 2).reshape(x0.shape), rtol=1e-5, atol=1e-5)
 
 
@@ -281,10 +287,11 @@ def test_lip_is_a_local_importance_weighted_average():
         # Centre position, whose 3×3×3 window is fully inside the map.
         win = (slice(None), slice(None), slice(0, 3), slice(1, 4), slice(1, 4))
         want = (x[win] * w[win]).sum((2, 3, 4)) / w[win].sum((2, 3, 4))
+        # Float32 weighted means of 27 values in another order: ~1e-7 relative.
         torch.testing.assert_close(out[:, :, 1, 2, 2], want, rtol=1e-5, atol=1e-6)
-        # A constant map is a fixed point whatever the weights; bf16 gives the same map.
+        # A constant map is a fixed point whatever the weights (Σ w·c / Σ w, to float32 rounding).
         c = torch.full((1, 4, 1, 2, 3), 0.7)
-        torch.testing.assert_close(lip(c), c)
+        torch.testing.assert_close(lip(c), c, rtol=0, atol=1e-6)
         assert lip.to(torch.bfloat16)(x.bfloat16()).dtype == torch.bfloat16
 
 
@@ -316,6 +323,8 @@ def test_ravf_attention_matches_equations(sigmoid):
     v, a = torch.randn(2, 10, 32), torch.randn(2, 3, 32)
     got = m(v, a)
     want = _ravf_reference(m, v, a, sigmoid)
+    # einsum against the module's matmuls: float32 sums of 8–32 products in other orders,
+    # ~1e-6 on values of order 1.
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
     # No softmax over keys: doubling the audio keys' projection doubles Ret_A (Eq. 2 is linear).
@@ -323,6 +332,37 @@ def test_ravf_attention_matches_equations(sigmoid):
         m.f_ak.weight.mul_(2), m.f_ak.bias.mul_(2)
     if not sigmoid:
         torch.testing.assert_close(m(v, a)[1], 2 * got[1], rtol=1e-5, atol=1e-5)
+
+
+def test_ravf_returns_ret_a_from_visual_queries_and_ret_v_from_audio_queries():
+    """Which map is which: Ret_A (Eq. 2) is V_Q A_Kᵀ/√d_k, visual queries against audio
+    keys, and Ret_V (Eq. 3) is A_Q V_Kᵀ/√d_k, audio queries against visual keys; RAVF
+    returns both as B×h×N_a×T×H×W maps over X⁰'s grid. Both have that one shape, so only
+    their values tell them apart: computed here from each block's own projections, on the
+    tokens the block receives (X⁰'s for the first block, the first block's output for the
+    second), they must land under their own names. Float32 sums of d_k = 8 products in
+    another order than the module's matmul: rounding ~1e-6 on values of order 1."""
+    from avrsp.models.fusion import RAVF
+
+    torch.manual_seed(0)
+    b, c, heads, na, (t, h, w) = 2, 16, 2, 5, (2, 3, 4)
+    ravf = RAVF(c, heads, layers=2).eval()
+    x0, a = torch.randn(b, c, t, h, w), torch.randn(b, na, c)
+    with torch.no_grad():
+        _, relevance = ravf(x0, a, return_relevance=True)
+        tokens = x0.flatten(2).transpose(1, 2)                      # B×N_v×C, N_v in T, H, W order
+        for block, maps in zip(ravf.blocks, relevance):
+            attn = block.attn
+            heads_of = lambda layer, x: F.linear(x, layer.weight, layer.bias).reshape(  # noqa: E731
+                b, x.shape[1], heads, c // heads)                  # B×N×h×d_k
+            vq, vk = heads_of(attn.f_vq, tokens), heads_of(attn.f_vk, tokens)
+            aq, ak = heads_of(attn.f_aq, a), heads_of(attn.f_ak, a)
+            ret_a = torch.einsum("bnhd,bmhd->bhmn", vq, ak) / math.sqrt(c // heads)   # Eq. 2, as N_a×N_v
+            ret_v = torch.einsum("bmhd,bnhd->bhmn", aq, vk) / math.sqrt(c // heads)   # Eq. 3
+            assert (ret_a - ret_v).abs().max() > 0.5                # the two differ: a swap cannot pass
+            torch.testing.assert_close(maps["ret_a"], ret_a.reshape(b, heads, na, t, h, w), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(maps["ret_v"], ret_v.reshape(b, heads, na, t, h, w), rtol=1e-5, atol=1e-5)
+            tokens = block(tokens, a)[0]
 
 
 def test_relevance_maps_come_from_the_same_forward(tiny_cfg):
@@ -334,7 +374,7 @@ def test_relevance_maps_come_from_the_same_forward(tiny_cfg):
         plain = model(clip, audio)
         out, relevance = model(clip, audio, return_relevance=True)
     assert len(calls) == 2  # one backbone pass per call, none extra for relevance
-    torch.testing.assert_close(out, plain)
+    assert torch.equal(out, plain)  # the same operators on the same inputs: bit for bit
     assert len(relevance) == 2
     na = SoundNet8.output_length(tiny_cfg.audio_samples)
     with torch.no_grad():
@@ -356,7 +396,7 @@ def test_a_residual_fusion_starts_stage_two_exactly_where_stage_one_ended(fusion
     assert "fusion.residual_scale" in missing and all(k.split(".")[0] in ("audio_net", "audio_proj", "fusion")
                                                       for k in missing)
     clip, audio = torch.rand(2, 3, 8, 64, 96) * 2 - 1, torch.randn(2, 1, 17640) * 50
-    with torch.no_grad():
+    with torch.no_grad():  # X̂⁰ + 0·fusion is X̂⁰ exactly, and the rest is stage 1's network
         assert torch.equal(stage2.eval()(clip, audio), stage1(clip))
     stage2.train()
     stage2(clip, audio).mean().backward()

@@ -216,6 +216,30 @@ def test_what_gave_a_500_is_a_4xx_with_one_sentence(server, uploaded):
         assert f"demo={value}" in one_sentence(body)
 
 
+def test_the_ret_images_of_frame_k_are_frame_ks_relevance(server, uploaded):
+    """ret_a/<k>.png and ret_v/<k>.png (k from 1, as every per-frame file) show frame k's
+    Ret_A and Ret_V: rendered here independently from the same clip's relevance maps
+    (Predictor in fp32, as the server runs), on one grey scale for the whole video
+    (docs/serve.md), they agree to one grey level, the most that the two processes'
+    float32 sums, rounded in other orders, can move a pixel. The images one frame on
+    differ by more, so a server showing frame k+1's (or frame k−1's) maps fails."""
+    from avrsp.predict import Predictor
+
+    url, _ = server
+    job, status = uploaded
+    rows = list(Predictor(device="cpu", precision="fp32").predict_video_with_relevance(demo_video()))
+    n = status["result"]["frames"]
+    assert n == len(rows)
+    for key, column in (("ret_a", 1), ("ret_v", 2)):
+        maps = np.stack([row[column] for row in rows]).astype(np.float64)
+        want = np.round((maps - maps.min()) / (maps.max() - maps.min()) * 255)
+        served = np.stack([np.asarray(Image.open(BytesIO(call(f"{url}/api/jobs/{job}/files/{key}/{k:05d}.png")[1])),
+                                      np.float64) for k in range(1, n + 1)])
+        assert served.shape == want.shape, key
+        assert np.abs(served - want).max() <= 1, key
+        assert np.abs(served[:-1] - want[1:]).max() > 1 and np.abs(served[1:] - want[:-1]).max() > 1, key
+
+
 def test_a_long_job_can_be_cancelled(server):
     url, root = server
     from avrsp.data.synth import _write_mp4, generate_video
@@ -396,7 +420,7 @@ def test_maps_npz_keeps_the_models_grid_not_the_videos_size(server, tmp_path):
     (h, w), = shapes
     gh, gw = model_grid()
     assert h >= gh and w >= gw and (h == gh or w == gw), (h, w)  # just covers the model's grid
-    assert abs(w / h - 1280 / 720) < 0.02
+    assert abs(w / h - 1280 / 720) < 0.02   # whole pixels: 228/128 against 16/9
     assert len(data) < 12 * h * w * 4 + 100_000
     # The 8-bit maps stay at the video's size.
     code, data = call(f"{url}/api/jobs/{body['id']}/files/maps.zip")
@@ -630,6 +654,7 @@ def test_the_page_plays_scrubs_and_scores_in_a_browser(server, browser, tmp_path
     # Scrub to frame 40: every panel shows frame 40, and is seen.
     scrub(d, 40)
     assert d.find_element("id", "frame-no").text == "40"
+    # Frame 40 of a 15 fps clip starts at 39/15 s; 0.1 s is within that frame and a half.
     assert abs(d.execute_script("return document.getElementById('video').currentTime;") - 39 / 15) < 0.1
     for panel in PANELS:
         seen(d, panel)
@@ -699,6 +724,7 @@ def test_a_portrait_mkv_shows_its_progress_and_its_controls(server, browser, tmp
     set_opacity(d, 0.0)
     seen(d, "video", scroll=False)
     video, overlay = (d.find_element("id", e).rect for e in ("video", "overlay"))
+    # One pixel: the layout rounds fractional CSS sizes.
     assert all(abs(video[k] - overlay[k]) <= 1 for k in ("x", "y", "width", "height")), (video, overlay)
     assert video["height"] > video["width"]
 

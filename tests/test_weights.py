@@ -86,13 +86,16 @@ def test_torchvision_s3d_imports_and_computes_the_same(tv_s3d, tmp_path):
     assert meta["dropped"] == ["classifier.1.bias", "classifier.1.weight"]
     ours = S3DBackbone().eval()
     ours.load_state_dict(state)
-    # Key for key: e.g. the spatial conv of Mixed_3b's branch 1.
+    # Key for key, copied without arithmetic (bit for bit): e.g. the spatial conv of Mixed_3b's branch 1.
     assert torch.equal(state["base.5.branch1.1.conv_s.weight"], tv_s3d.state_dict()["features.5.branch1.1.0.0.weight"])
     assert torch.equal(state["base.2.bn.running_var"], tv_s3d.state_dict()["features.2.1.running_var"])
     x = torch.randn(1, 3, 8, 64, 64)
     with torch.no_grad():
         want = tv_s3d.features(x)
         got = ours(x)[-1]
+    # The same float32 layers in another module tree, 16 blocks deep: kernels chosen per
+    # module may sum in other orders, and rounding compounds with depth (relative, on
+    # features of order 1; the absolute part covers those near 0 after a ReLU).
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
@@ -105,7 +108,7 @@ def test_kinetics_s3d_with_module_prefix(tmp_path):
     imported, meta = import_weights("s3d", path)
     assert meta["layout"] == "S3D_kinetics400.pt" and meta["normalization"] == "minus_one_one"
     assert set(imported) == set(src.state_dict())
-    assert all(torch.equal(imported[k], v.float()) for k, v in src.state_dict().items())
+    assert all(torch.equal(imported[k], v.float()) for k, v in src.state_dict().items())   # copies: bit for bit
     # The first block recomputed functionally from the file's tensors: SepConv3d(3→64, k7, s2).
     ours = S3DBackbone().eval()
     ours.load_state_dict(imported)
@@ -118,7 +121,7 @@ def test_kinetics_s3d_with_module_prefix(tmp_path):
 
     y = F.relu(bn(F.conv3d(x, t["conv_s.weight"], stride=(1, 2, 2), padding=(0, 3, 3)), "bn_s"))
     y = F.relu(bn(F.conv3d(y, t["conv_t.weight"], stride=(2, 1, 1), padding=(3, 0, 0)), "bn_t"))
-    with torch.no_grad():
+    with torch.no_grad():  # two convolutions and BatchNorms in float32, folded or not: ~1e-6 on values of order 1
         torch.testing.assert_close(ours.base[0](x), y, rtol=1e-5, atol=1e-5)
 
 
@@ -144,11 +147,14 @@ def test_stavis_soundnet_imports_and_computes_the_same(tmp_path):
     assert meta["layout"] == "STAViS soundnet8.pth"
     ours = SoundNet8().eval()
     ours.load_state_dict(state)
+    # A transpose rounds nothing: bit for bit.
     assert torch.equal(state["conv3.weight"], net.state_dict()["8.weight"].transpose(2, 3))
     wave = torch.randn(2, 1, 17640) * 50
     with torch.no_grad():
         want = net(wave[:, :, None, :]).squeeze(2)   # B×1×1×L through (1, K) kernels
         got = ours(wave)
+    # (1, K) and (K, 1) kernels: the same products summed in other memory orders, seven
+    # layers deep, on a waveform of ±50 (features up to hundreds): relative 1e-4.
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
@@ -158,7 +164,7 @@ def test_soundnet8_final_layout(tmp_path):
     state["conv8_objs.weight"], state["conv8_scns.weight"] = torch.randn(1000, 1024, 8, 1), torch.randn(401, 1024, 8, 1)
     imported, meta = import_weights("soundnet", save_pth(tmp_path / "soundnet8_final.pth", state))
     assert meta["layout"] == "soundnet8_final.pth" and meta["dropped"] == ["conv8_objs.weight", "conv8_scns.weight"]
-    assert all(torch.equal(imported[k], v.float()) for k, v in src.state_dict().items())
+    assert all(torch.equal(imported[k], v.float()) for k, v in src.state_dict().items())   # copies: bit for bit
 
 
 def test_wrong_kind_missing_and_mis_shaped_keys_are_reported(tv_s3d, tmp_path):
@@ -205,9 +211,9 @@ def test_cli_import_then_train_initialisation_checks_normalisation(tv_s3d, tmp_p
     x = torch.rand(1, 3, 8, 64, 64) * 2 - 1
     mean = torch.tensor([0.43216, 0.394666, 0.37645]).view(1, 3, 1, 1, 1)
     std = torch.tensor([0.22803, 0.22145, 0.216989]).view(1, 3, 1, 1, 1)
-    with torch.no_grad():
-        torch.testing.assert_close(model.visual(((x + 1) / 2 - mean) / std)[-1], tv_s3d.features(((x + 1) / 2 - mean) / std),
-                                   rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # as in test_torchvision_s3d_imports_and_computes_the_same
+        normalised = ((x + 1) / 2 - mean) / std
+        torch.testing.assert_close(model.visual(normalised)[-1], tv_s3d.features(normalised), rtol=1e-4, atol=1e-5)
         got = model.features(x)  # runs the conversion itself
     assert got[0].shape[1] == model.config.dims[0]
     # Training refuses a backbone file whose normalisation the model config does not use.
@@ -252,6 +258,8 @@ def test_export_round_trip(tmp_path, capsys):
     moved.parent.mkdir()
     (tmp_path / "m.onnx").rename(moved)
     onnx_out = ort.InferenceSession(str(moved)).run(None, {"clip": clip.numpy(), "audio": audio.numpy()})[0]
+    # ONNX Runtime's own float32 kernels sum in other orders than ATen's: ~1e-6 on maps in (0, 1).
     assert np.abs(onnx_out - ref).max() < 1e-4
     program = torch.export.load(str(tmp_path / "m.pt2"))
+    # ATen's kernels again, through the exported graph's decompositions: float32 rounding.
     assert (program.module()(clip, audio) - torch.from_numpy(ref)).abs().max() < 1e-5

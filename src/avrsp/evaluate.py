@@ -11,7 +11,8 @@ Work is saved per video, atomically, under the output folder:
 - ``cache/<dataset>/<split>/<video>.npy``: the video's predictions (float32, model
   size), kept from the end of prediction until its scores are written, so a run killed
   while scoring does not predict again; deleted afterwards to bound disk use;
-- ``maps/<dataset>/<video>/eyeMap_%05d.png`` with ``save_maps``: 8-bit predictions.
+- ``maps/<dataset>/<video>/eyeMap_%05d.png`` with ``save_maps``: 8-bit predictions, each
+  scaled to its own maximum.
 
 A killed run restarts where it stopped: it skips the videos already scored and reuses
 the predictions already made.
@@ -207,7 +208,8 @@ def _save_json(path: Path, obj) -> None:
 
 
 def _save_maps(out: Path, item: Item, preds: np.ndarray) -> None:
-    """8-bit PNGs at the frame's resolution, named like the ground truth they match."""
+    """8-bit PNGs at the frame's resolution, each scaled to its own maximum
+    (``write_map_png``), named like the ground truth they match."""
     d = out / "maps" / item.dataset / item.video.name
     d.mkdir(parents=True, exist_ok=True)
     h, w = item.video.frame(0).shape[:2]

@@ -190,10 +190,12 @@ def _auc_random(sth: np.ndarray, negatives: np.ndarray, n_neg: int, step: float)
 
 def auc_borji(pred, fixations, n_splits: int = 100, step: float = 0.1, seed: int | None = None) -> float:
     """AUC-Borji (AUC_Borji.m): negatives are as many uniformly random pixels as there are
-    fixations, drawn ``n_splits`` times; thresholds 0:step:max. NaN without fixations."""
+    fixations, drawn ``n_splits`` times; thresholds 0:step:max. NaN with fewer than two
+    fixations, as the benchmark's AUC_Borji.m since its edge-case fixes of November 2015
+    (``if sum(fixationMap(:)>0)<=1``; AUC_shuffled.m and AUC_Judd.m take one)."""
     f = _fixations(fixations)
     s, _ = _prepare(pred, f)
-    if not f.any():
+    if np.count_nonzero(f) <= 1:
         return float("nan")
     flat = _minmax(s).ravel()
     sth = flat[f.ravel()]

@@ -442,7 +442,8 @@ def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool
                       rows: Iterable[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] | None = None
                       ) -> PredictResult:
     """Write ``out/maps/%05d.png`` (8-bit), ``out/<stem>_saliency.mp4`` and optionally
-    ``out/maps.npz`` for one video. The PNGs hold the map × 255 (the model's own scale).
+    ``out/maps.npz`` for one video. Each PNG is its map scaled to its own maximum
+    (:func:`avrsp.media.write_map_png`); ``maps.npz`` holds the model's own values.
     ``rows``: the video's ``(map, ret_a, ret_v)`` from a pipeline of several videos
     (:func:`predict_to_folders`); by default the video is predicted on its own.
 
