@@ -20,11 +20,12 @@ import numpy as np
 
 ONE = """
 import json, resource, sys, time
-from avrsp.inference import keep_freed_memory
+from avrsp.runtime import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "kept" else False
 import torch, avrsp
 from avrsp.bench_model import inputs
-from avrsp.inference import in_streams, prepare
+from avrsp.inference import prepare
+from avrsp.runtime import in_streams
 name, precision, batch, streams, passes = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 model = prepare(avrsp.create_model(name), "cpu", precision)
 clip, audio = inputs(model.config, batch, "cpu", next(model.parameters()).dtype, True)

@@ -29,7 +29,8 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 import avrsp
-from avrsp.inference import keep_freed_memory, prepare, resolve_device, uses_channels_last
+from avrsp.inference import prepare, uses_channels_last
+from avrsp.runtime import keep_freed_memory, resolve_device
 from avrsp.models.fold import ConvReLU
 
 

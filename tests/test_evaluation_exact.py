@@ -22,7 +22,8 @@ from avrsp import metrics
 from avrsp.checkpoint import load_model, save_model
 from avrsp.cli import main
 from avrsp.data.synth import SynthConfig, write_dataset
-from avrsp.inference import default_streams, in_streams, model_inputs, prepare
+from avrsp.inference import model_inputs, prepare
+from avrsp.runtime import default_streams, in_streams
 from avrsp.media import SOUNDNET_RATE, clip_audio, read_audio, resize_rgb
 
 CFG = SynthConfig(videos=6, frames=12, height=48, width=64, fps=15.0, seed=11)

@@ -19,9 +19,10 @@ import avrsp
 from avrsp.checkpoint import load_model
 from avrsp.config import ConfigError
 from avrsp.data.synth import SynthConfig, generate_video
-from avrsp.inference import (_MALLOC_ENV, Background, GraphedForward, default_streams, in_streams, model_inputs,
-                             native_bf16, predict_frames, predict_frames_with_relevance, prefetch, prepare,
-                             resolve_device, resolve_precision, uses_channels_last)
+from avrsp.inference import (GraphedForward, model_inputs, predict_frames, predict_frames_with_relevance, prepare,
+                             uses_channels_last)
+from avrsp.runtime import (_MALLOC_ENV, Background, default_streams, in_streams, native_bf16, prefetch, resolve_device,
+                           resolve_precision)
 from avrsp.media import resize_map, resize_rgb
 from avrsp.models import FUSIONS, fold
 from avrsp.models.fold import FUSE_MIN_OUTPUTS, SEPARABLE_MIN_INPUTS, ConvReLU, SeparableMaxPool3d, onednn_bf16
@@ -395,7 +396,7 @@ def test_streams_raise_errors_in_order_and_stop_when_closed_early():
 _REFAULT = """
 import json, resource, sys, threading
 import torch
-from avrsp.inference import keep_freed_memory
+from avrsp.runtime import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 out = {"kept": kept}
 

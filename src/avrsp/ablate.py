@@ -366,7 +366,7 @@ def code_commit() -> str:
 def machine_label(device: str) -> str:
     """Where a run's seconds were measured, e.g. "AMD EPYC (2 cores)"."""
     from .bench import machine
-    from .inference import resolve_device
+    from .runtime import resolve_device
 
     return machine(str(resolve_device(device)))["label"]
 

@@ -46,7 +46,7 @@ from avrsp import bench_memory, bench_model, bench_predict
 from avrsp.checkpoint import save_model
 from avrsp.config import ConfigError
 from avrsp.info import measure
-from avrsp.inference import native_bf16, resolve_device, resolve_precision
+from avrsp.runtime import native_bf16, resolve_device, resolve_precision
 
 
 def machine(device: str) -> dict:

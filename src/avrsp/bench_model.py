@@ -15,7 +15,8 @@ import torch
 
 import avrsp
 from avrsp.info import measure
-from avrsp.inference import prepare, resolve_precision
+from avrsp.inference import prepare
+from avrsp.runtime import resolve_precision
 from avrsp.models import to_channels_last_3d
 
 #: mode → (weight dtype, autocast to bf16, channels-last 3-D)

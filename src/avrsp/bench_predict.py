@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from avrsp.bench_model import inputs, sync
-from avrsp.inference import default_streams, in_streams, predict_frames, prepare
+from avrsp.inference import predict_frames, prepare
+from avrsp.runtime import default_streams, in_streams
 
 FPS = 15.0
 
@@ -32,10 +33,10 @@ def synthetic_video(seconds: float, height: int, width: int, seed: int, kind: st
 
 def write_video(path: Path, seconds: float, seed: int, kind: str = "relevant") -> Path:
     """A generated 144×256 video with sound, as an MP4 file at ``path``."""
-    from avrsp.data.synth import _write_mp4
+    from avrsp.data.synth import write_mp4
 
     cfg, video = synthetic_video(seconds, 144, 256, seed=seed, kind=kind)
-    _write_mp4(path, video, cfg)
+    write_mp4(path, video, cfg)
     return path
 
 
@@ -64,7 +65,7 @@ def accuracy(device: str, clips: int = 3, seconds: float = 4.0) -> dict:
 def end_to_end(checkpoint: Path | None, device: str, seconds: float, batch: int, rounds: int = 3) -> dict:
     """``avrsp predict`` (maps + overlay video) on a generated video, against the model alone
     on as many windows of the same batch, precision and layout, run in as many streams as
-    ``predict`` runs it (:func:`avrsp.inference.default_streams`), and in one.
+    ``predict`` runs it (:func:`avrsp.runtime.default_streams`), and in one.
 
     ``rounds`` rounds of (predict, maps only, model alone, model alone in one stream),
     alternated so that a shared machine's changing load falls on all alike: the frame

@@ -56,7 +56,7 @@ def process_device(name: str) -> torch.device:
     machine with fewer GPUs than processes is an error: NCCL needs one GPU per process,
     and rank 1 of two on a one-GPU machine would otherwise ask for a cuda:1 that is not
     there. Several CPU processes share the cores: each takes its part of the threads."""
-    from .inference import resolve_device
+    from .runtime import resolve_device
 
     device = torch.device(resolve_device(name))
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:

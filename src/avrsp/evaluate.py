@@ -246,7 +246,8 @@ def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess:
 
     from .checkpoint import load_model
     from .distributed import Dist
-    from .inference import default_batch, predict_frames, prepare
+    from .inference import predict_frames, prepare
+    from .runtime import default_batch
 
     dist = dist or Dist()
     out = Path(out)

@@ -77,8 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry(argv: Sequence[str] | None = None) -> int:
     """The ``avrsp`` command (and ``python -m avrsp``): :func:`main` in a process of its
-    own, whose allocator keeps the memory it frees (:func:`avrsp.inference.keep_freed_memory`)."""
-    from ..inference import keep_freed_memory
+    own, whose allocator keeps the memory it frees (:func:`avrsp.runtime.keep_freed_memory`)."""
+    from ..runtime import keep_freed_memory
 
     keep_freed_memory()
     return main(argv)

@@ -48,7 +48,7 @@ def _finish_eval(args, items, records, model_name: str, postprocess: bool, out: 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..distributed import process_device, setup_distributed
     from ..evaluate import default_postprocess, plan_or_fail, run_evaluation
-    from ..inference import resolve_precision
+    from ..runtime import resolve_precision
 
     device = process_device(args.device)  # under torchrun: this process's GPU, or its share of the CPU
     dist = setup_distributed(device)
