@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 
 from .checkpoint import load_model
-from .inference import (Background, default_batch, default_streams, interpolate_between, maps_of_videos,
-                        model_inputs, prefetch, prepare, raising, resolve_device, resolve_precision)
+from .inference import interpolate_between, maps_of_videos, model_inputs, prepare, raising
+from .runtime import Background, default_batch, default_streams, prefetch, resolve_device, resolve_precision
 from .media import (SOUNDNET_RATE, MediaError, MediaWarning, clip_audio, iter_frames, no_audio_track, probe,
                     read_audio, resize_map, resize_rgb, write_map_png)
 
@@ -56,12 +56,12 @@ class Predictor:
 
     ``checkpoint``: an avrsp model file (default: the shipped model). ``device``: cpu,
     cuda, cuda:1 or auto (CUDA when present). ``precision``: fp32, bf16 or auto (bf16
-    where the hardware computes it natively, see :func:`avrsp.inference.native_bf16`).
+    where the hardware computes it natively, see :func:`avrsp.runtime.native_bf16`).
     ``batch``: windows per forward pass (default: 8 on CUDA, 4 on the CPU). ``every``:
     K > 1 runs the model on every K-th frame only and interpolates the maps between, a
     preview (up to K× faster; docs/predict.md measures how close); 1 is the exact
     protocol. ``streams``: forward passes at once (default:
-    :func:`avrsp.inference.default_streams`, 2 on a CPU with two threads or more).
+    :func:`avrsp.runtime.default_streams`, 2 on a CPU with two threads or more).
     ``graphs``: replay each batch's forward pass from a CUDA graph (default: off;
     :class:`avrsp.inference.GraphedForward`).
     """
@@ -183,8 +183,8 @@ def _video_rows(group: Iterable[tuple[int, tuple | Exception]], every: int, note
 @functools.cache
 def _jet() -> np.ndarray:
     """matplotlib's 'jet' as 256 RGB0 colours, each read as one uint32: numpy's
-    one-dimensional ``take`` of those is 12× faster than indexing rows of a 256×3
-    uint8 table (22 against 280 µs at 144×256, measured)."""
+    one-dimensional ``take`` of those moves one word a pixel, where indexing rows of a
+    256×3 uint8 table copies three bytes through a slower fancy-indexing path."""
     from matplotlib import colormaps
 
     rgb0 = np.zeros((256, 4), np.uint8)
@@ -211,8 +211,9 @@ def overlay(frame: np.ndarray, m: np.ndarray, alpha: float = 0.6) -> np.ndarray:
     return (frame * (1 - a) + colormap(scaled) * a).astype(np.uint8)
 
 
-class _NpzStream:
-    """Writes ``frame_00001``, ``frame_00002``, … into an .npz one array at a time."""
+class NpzWriter:
+    """Writes ``frame_00001``, ``frame_00002``, … into an .npz one array at a time, as a
+    hidden file moved into place by :meth:`close` (:meth:`abort` removes it)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -485,7 +486,7 @@ def predict_to_folder(predictor: Predictor, video: Path, out: Path, *, npz: bool
         if display_video:
             shown = OverlayWriter(work / "video.mp4", video, info.fps, info.width, info.height, threads=threads)
             writers.append(shown)
-        archive = _NpzStream(work / "maps.npz") if npz else None
+        archive = NpzWriter(work / "maps.npz") if npz else None
         originals = prefetch((rgb for rgb, _ in iter_frames(video)), 4) if (writers or frames) else None
         thumb = thumbnail_size(info.width, info.height)
         bar = tqdm(total=info.frames or None, unit="frame", desc=video.name, disable=not progress,

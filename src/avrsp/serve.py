@@ -276,7 +276,7 @@ def video_job(predictor, video: Path, name: str) -> Callable[[Job], dict]:
     """Predict ``video`` (an upload or the demo clip, ``name`` as its user named it) into
     the job's folder."""
     from .media import probe, resize_map
-    from .predict import _NpzStream, predict_to_folder
+    from .predict import NpzWriter, predict_to_folder
 
     def run(job: Job) -> dict:
         info = probe(video)
@@ -284,10 +284,10 @@ def video_job(predictor, video: Path, name: str) -> Callable[[Job], dict]:
         job.total = info.frames or round(info.duration * info.fps)
         out = job.folder / "out"
         grid = (predictor.config.height, predictor.config.width)
-        archive = _NpzStream(job.folder / "maps.npz")
+        archive = NpzWriter(job.folder / "maps.npz")
 
         def rows():
-            for k, (m, ret_a, ret_v) in enumerate(predictor._predict(video, True, True)):
+            for k, (m, ret_a, ret_v) in enumerate(predictor.predict_video_with_relevance(video)):
                 archive.add(k, resize_map(m, stored_size(m.shape, grid)))
                 yield m, ret_a, ret_v
 
@@ -316,7 +316,7 @@ def dataset_job(predictor, item, postprocess: bool) -> Callable[[Job], dict]:
     from .evaluate import score_video
     from .inference import predict_frames_with_relevance
     from .media import resize_map, write_map_png
-    from .predict import OverlayWriter, _NpzStream, save_thumbnail, thumbnail_size
+    from .predict import OverlayWriter, NpzWriter, save_thumbnail, thumbnail_size
 
     def run(job: Job) -> dict:
         video = item.video
@@ -342,7 +342,7 @@ def dataset_job(predictor, item, postprocess: bool) -> Callable[[Job], dict]:
         job.message = "writing"
         wav = video.audio_path if video.audio is not None else None  # a broken track: no sound, as for the model
         writer = OverlayWriter(out / "video.mp4", wav, video.fps, w, h)
-        archive = _NpzStream(out / "maps.npz")
+        archive = NpzWriter(out / "maps.npz")
         try:
             for k in range(n):
                 job.check()
