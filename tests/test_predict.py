@@ -10,7 +10,7 @@ from PIL import Image
 import avrsp
 from avrsp.checkpoint import save_model
 from avrsp.cli import main
-from avrsp.data.synth import SynthConfig, _write_mp4, generate_video
+from avrsp.data.synth import SynthConfig, generate_video, write_mp4
 from avrsp.inference import predict_frames
 from avrsp.media import MediaError, MediaWarning, iter_frames, probe, read_audio
 from avrsp.predict import Predictor, default_checkpoint, demo_video
@@ -28,7 +28,7 @@ def relevant_videos(tmp_path_factory):
     for i in range(CFG.videos):
         v = generate_video(CFG, i, "relevant")
         path = root / f"relevant_{i}.mp4"
-        _write_mp4(path, v, CFG)
+        write_mp4(path, v, CFG)
         out.append((path, v))
     return out
 
@@ -89,7 +89,7 @@ def test_default_model_gains_from_the_sound(tmp_path):
         cfg = SynthConfig(videos=BAR_VIDEOS, frames=40, height=144, width=256, seed=seed)
         for i in range(BAR_VIDEOS):
             v = generate_video(cfg, i, "relevant")
-            _write_mp4(tmp_path / f"{seed}_{i}.mp4", v, cfg)
+            write_mp4(tmp_path / f"{seed}_{i}.mp4", v, cfg)
             videos.append((tmp_path / f"{seed}_{i}.mp4", v))
     with_sound, silent = _hits(videos, precision="auto")
     assert with_sound >= 0.65, f"with sound {with_sound:.3f}"
@@ -107,7 +107,7 @@ def test_default_model_ignores_low_background_music(tmp_path):
     for i in range(cfg.videos):
         video = generate_video(cfg, i, "music")
         path = tmp_path / f"music_{i}.mp4"
-        _write_mp4(path, video, cfg)
+        write_mp4(path, video, cfg)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MediaWarning)
             music, silence = list(predictor.predict_video(path)), list(predictor.predict_video(path, audio=False))
@@ -375,7 +375,7 @@ def test_figures(relevant_videos, tmp_path):
     path, _ = relevant_videos[0]
     music = generate_video(CFG, 10, "music")
     music_path = tmp_path / "music.mp4"
-    _write_mp4(music_path, music, CFG)
+    write_mp4(music_path, music, CFG)
     out = tmp_path / "fig6.png"
     assert main(["visualize", "relevance", str(path), "--frame", "20", "--other-audio", str(music_path),
                  "--out", str(out)]) == 0

@@ -242,11 +242,11 @@ def test_the_ret_images_of_frame_k_are_frame_ks_relevance(server, uploaded):
 
 def test_a_long_job_can_be_cancelled(server):
     url, root = server
-    from avrsp.data.synth import _write_mp4, generate_video
+    from avrsp.data.synth import generate_video, write_mp4
 
     cfg = SynthConfig(videos=3, frames=150, height=72, width=128, seed=8)
     path = root / "long.mp4"
-    _write_mp4(path, generate_video(cfg, 0, "relevant"), cfg)
+    write_mp4(path, generate_video(cfg, 0, "relevant"), cfg)
     job = post_video(url, path.read_bytes(), "long.mp4")[1]["id"]
     wait_for(url, job, ("running",))
     assert cancel(url, job) == 200

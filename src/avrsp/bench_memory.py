@@ -22,10 +22,10 @@ from pathlib import Path
 MAKE = """
 import sys
 from pathlib import Path
-from avrsp.data.synth import SynthConfig, _write_mp4, generate_video
+from avrsp.data.synth import SynthConfig, generate_video, write_mp4
 seconds, h, w, fps = float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), 15.0
 cfg = SynthConfig(videos=3, frames=int(seconds * fps), height=h, width=w, fps=fps, seed=5)
-_write_mp4(Path(sys.argv[1]), generate_video(cfg, 0, "relevant"), cfg)
+write_mp4(Path(sys.argv[1]), generate_video(cfg, 0, "relevant"), cfg)
 print(cfg.frames)
 """
 

@@ -368,7 +368,10 @@ def folds(kinds: list[str]) -> list[int]:
     return out
 
 
-def _write_mp4(path: Path, video: SynthVideo, cfg: SynthConfig) -> None:
+def write_mp4(path: Path, video: SynthVideo, cfg: SynthConfig) -> None:
+    """``video`` as an H.264 (CRF 18) MP4 at ``path``, with its sound as mono AAC at
+    ``cfg.sample_rate`` when it has one: the file ``avrsp synth`` writes, for tests and
+    benchmarks that need one video. Written beside ``path`` and moved into place."""
     from fractions import Fraction
 
     tmp = path.with_suffix(".tmp.mp4")
@@ -445,7 +448,7 @@ def _write(root: Path, cfg: SynthConfig, progress) -> dict:
             d_wav.mkdir(parents=True)
             wavfile.write(d_wav / f"{v.name}.wav", cfg.sample_rate, np.round(v.audio * 32767).astype(np.int16))
         if cfg.mp4:
-            _write_mp4(mp4s / f"{v.name}.mp4", v, cfg)
+            write_mp4(mp4s / f"{v.name}.mp4", v, cfg)
         if cfg.gaze_csv:
             write_gaze_csv(root / "gaze" / f"{v.name}.csv", v, cfg, i)
         meta["videos"].append({

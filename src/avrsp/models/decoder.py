@@ -36,7 +36,7 @@ class SaliencyDecoder(nn.Module):
         x = resize_to(self.block2(torch.cat([x, s2], 1)), s3)
         x = self.block3(torch.cat([x, s3], 1))
         # The mean over time and the upsampling in float32, rounded once to the model's
-        # dtype for the head: on the CPU in bf16 the float32 upsampling is 1.8× faster.
+        # dtype for the head: torch's CPU float32 upsampling kernel is faster than its bf16 one.
         up = F.interpolate(mean_frames(x), size=out_hw, mode="bilinear", align_corners=False)
         return self.head(up.to(x.dtype)).squeeze(1)
 
@@ -44,8 +44,8 @@ class SaliencyDecoder(nn.Module):
 def mean_frames(x: torch.Tensor) -> torch.Tensor:
     """B×C×T×H×W → its mean over T, B×C×H×W float32, as a sum of frames accumulated in
     float32. Each frame is a slice in the input's layout, so channels-last stays
-    channels-last; ``x.mean(2)`` reduces across a strided dimension there, 6–10× slower
-    on the CPU (measured at X³'s size), and returns the default layout."""
+    channels-last; ``x.mean(2)`` reduces across a strided dimension there, several times
+    slower on the CPU, and returns the default layout."""
     total = x[:, :, 0].float()
     for i in range(1, x.shape[2]):
         total = total + x[:, :, i]

@@ -80,9 +80,8 @@ class ConvReLU(nn.Module):
     output (``torch.ops.mkldnn._convolution_pointwise``, the operator torch.compile's CPU
     backend emits for this pair): one pass over the output instead of two, and one
     operator call instead of two; the same values (bit for bit where measured,
-    ``tests/test_inference.py`` holds them to float rounding). At 64 channels, 16×56×96,
-    channels-last: 16.2 against 19.5 ms in float32, 6.8 against 7.4 in bfloat16
-    (docs/performance.md). ``conv`` stays a child, holding the weights."""
+    ``tests/test_inference.py`` holds them to float rounding); the saving is the second
+    pass over a large channels-last output. ``conv`` stays a child, holding the weights."""
 
     def __init__(self, conv: nn.Conv3d):
         super().__init__()
@@ -153,15 +152,13 @@ class SeparableMaxPool3d(nn.Module):
     each of its axes, so the values are the same, bit for bit, in any precision. Each
     axis is a copy and two element-wise maxima per unit of radius on shifted slices, in
     the input's own memory layout. torch's CPU kernel visits all 27 positions of each
-    window and records the winner's index as well: at S3D's Mixed_3c input (256
-    channels, 16×28×48, channels-last) 18.0 against 4.7 ms in bfloat16, 11.6 against
-    6.3 in float32 (docs/performance.md). S3D's strided poolings are left to torch, which
-    is faster there. ``pool`` stays a child, for smaller inputs and under
+    window and records the winner's index as well, which the separable maxima avoid.
+    S3D's strided poolings are left to torch, which is faster there. ``pool`` stays a child, for smaller inputs and under
     ``torch.compile``: the maxima write into slices (``out=``), which dynamo cannot
     trace, and the graph breaks they made had it compile each of S3D's Mixed units as a
     frame of its own, giving up after 8 at paper size (docs/performance.md); the
     compiler generates its own pooling. Written without ``out=`` (pairwise maxima and a
-    concatenation) it ran 1.1–2× slower in float32 and no faster in bfloat16."""
+    concatenation) every axis allocates twice more, and eager mode pays for it."""
 
     def __init__(self, pool: nn.MaxPool3d):
         super().__init__()

@@ -46,8 +46,7 @@ def spread_like(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A per-clip B×C×1×1×1 tensor repeated over ``x``'s T×H×W, in ``x``'s memory layout,
     to be concatenated with ``x``-shaped features. Not a broadcast view: it has no
     layout, so the concatenation, and every layer after it, would fall back to the
-    default layout, each convolution converting its input (on the CPU, 13 against 2 ms
-    for ASPP's projection at X³ in bf16, measured)."""
+    default layout, each convolution converting its input first."""
     return v.expand(-1, -1, *x.shape[2:]).contiguous(memory_format=memory_format(x))
 
 
@@ -72,8 +71,8 @@ def upsample_frames(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Trilinear upsampling of B×C×T×H×W to T×``size`` when T stays: the same values
     (align_corners=False puts each output frame exactly on an input frame), computed as
     bilinear upsampling of every frame, on a 4-D view of the tensor in its own memory
-    layout. On the CPU at X²→X³ that is 2.3–2.8× faster than the trilinear kernel, in
-    both layouts and precisions (docs/performance.md)."""
+    layout: on the CPU torch's bilinear kernel is the faster of the two, in both layouts
+    and precisions."""
     B, C, T, H, W = x.shape
     if memory_format(x) == torch.channels_last_3d:
         frames = x.permute(0, 2, 1, 3, 4).reshape(B * T, C, H, W)   # channels-last 2-D, no copy
@@ -86,7 +85,7 @@ def upsample_frames(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def block_mean(x: torch.Tensor, factors: tuple[int, int, int]) -> torch.Tensor:
     """Average pooling with kernel = stride = ``factors`` over T, H, W, as sums of strided
     slices: the same values as ``avg_pool3d``, which has no bf16 CPU kernel, and as a
-    reshape-and-mean, which copies a channels-last tensor (4.6× slower there, measured).
+    reshape-and-mean, which copies a channels-last tensor.
     Slices keep the input's memory layout, and export to ONNX."""
     for dim, f in zip((2, 3, 4), factors):
         if f > 1:
