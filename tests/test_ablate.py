@@ -119,7 +119,7 @@ class _Oracle(nn.Module):
         self.config = get_config("avrsp_tiny", height=64, width=96, frames=8, fusion="add")
         self.w = nn.Parameter(torch.zeros(1))
 
-    def forward(self, clip, audio, return_relevance=False):
+    def forward(self, clip, audio):
         from avrsp.data.synth import PALETTE
 
         out = []
@@ -144,8 +144,7 @@ class _Oracle(nn.Module):
                 y, x, _ = max(centres.values(), key=lambda t: t[2])
             yy, xx = np.mgrid[0:rgb.shape[0], 0:rgb.shape[1]]
             out.append(torch.from_numpy(np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 20.0)).float())
-        maps = torch.stack(out)
-        return (maps, None) if return_relevance else maps
+        return torch.stack(out)
 
 
 def test_summaries_and_primary_outcomes_are_plain_means_over_videos():

@@ -118,7 +118,11 @@ def test_graphed_forward_replays_one_capture_per_shape_and_pads_smaller_batches(
             torch.testing.assert_close(graphed(clip, audio), model(clip, audio), rtol=0, atol=BATCH_ATOL)
         assert graphs.captured[0][0] == 4 and graphs.captured[1][0] == 6 and len(graphs.captured) == 2
         clip, audio = inputs(4)
-        graphed(clip, audio, return_relevance=True)  # keyword arguments run eagerly
+        model.forward = graphed  # as prepare installs it: forward_with_relevance runs eagerly, captures nothing
+        saliency, relevance = model.forward_with_relevance(clip, audio)
+        del model.forward
+        assert len(graphs.captured) == 2 and relevance is not None
+        torch.testing.assert_close(saliency, model(clip, audio), rtol=0, atol=BATCH_ATOL)
         small = [t[..., :32, :64].contiguous(memory_format=torch.channels_last_3d) if t.dim() == 5 else t
                  for t in inputs(2)]
         torch.testing.assert_close(graphed(*small), model(*small), rtol=0, atol=BATCH_ATOL)  # another shape

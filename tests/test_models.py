@@ -372,7 +372,7 @@ def test_relevance_maps_come_from_the_same_forward(tiny_cfg):
     model.visual.register_forward_hook(lambda *_: calls.append(1))
     with torch.no_grad():
         plain = model(clip, audio)
-        out, relevance = model(clip, audio, return_relevance=True)
+        out, relevance = model.forward_with_relevance(clip, audio)
     assert len(calls) == 2  # one backbone pass per call, none extra for relevance
     assert torch.equal(out, plain)  # the same operators on the same inputs: bit for bit
     assert len(relevance) == 2
@@ -382,7 +382,35 @@ def test_relevance_maps_come_from_the_same_forward(tiny_cfg):
     t, h, w = x0.shape[-3:]
     for maps in relevance:
         assert maps["ret_a"].shape == maps["ret_v"].shape == (2, tiny_cfg.heads, na, t, h, w)
-    assert avrsp.create_model(tiny_cfg, fusion="add").eval()(clip, audio, return_relevance=True)[1] is None
+    assert avrsp.create_model(tiny_cfg, fusion="add").eval().forward_with_relevance(clip, audio)[1] is None
+
+
+@pytest.mark.parametrize("overrides", [dict(audio=False)] + [dict(fusion=f) for f in FUSIONS])
+def test_forward_is_the_head_on_the_features_and_feature_info_describes_them(tiny_cfg, overrides):
+    """timm's shape, for every registered fusion and without audio: ``forward`` is
+    ``forward_head(forward_features(…))`` bit for bit (the same operators in the same
+    order), ``forward_with_relevance`` gives the same saliency and relevance maps exactly
+    where the registry says the fusion has them, and ``feature_info`` gives X⁰..X³'s
+    channels, reductions and producing modules."""
+    from avrsp.models import has_relevance
+
+    model = avrsp.create_model(tiny_cfg, **overrides).eval()
+    clip, audio = tiny_inputs(tiny_cfg, batch=2)
+    with torch.no_grad():
+        out = model(clip, audio)
+        streams = model.forward_features(clip, audio)
+        assert torch.equal(model.forward_head(streams, clip.shape[-2:]), out)
+        saliency, relevance = model.forward_with_relevance(clip, audio)
+        assert torch.equal(saliency, out) and (relevance is not None) == has_relevance(model.config)
+        outputs = {}
+        for i, info in enumerate(model.feature_info):
+            dict(model.named_modules())[info["module"]].register_forward_hook(
+                lambda m, args, y, i=i: outputs.__setitem__(i, y))
+        features = model.features(clip)
+    for i, (info, x, s) in enumerate(zip(model.feature_info, features, streams)):
+        assert x.shape[1] == s.shape[1] == info["num_chs"] and outputs[i] is x
+        assert tuple(x.shape[2:]) == tuple(d // r for d, r in zip(clip.shape[2:], info["reduction"]))
+    assert [x.shape[-1] for x in features] == sorted(x.shape[-1] for x in features)  # X⁰ coarsest
 
 
 @pytest.mark.parametrize("fusion", ["ravf", "add", "concat", "mbt"])

@@ -116,8 +116,8 @@ class GraphedForward:
     into the graph's, replay it and return a copy of its output. A smaller batch (a
     video's last) is padded into the captured one, whose windows the model computes
     independently in eval mode, so its maps are the same; a larger one is captured anew
-    and replaces it. Calls with gradients on or with keyword arguments
-    (``return_relevance``) run eagerly. Calls from several threads (``--streams`` > 1 on
+    and replaces it. Calls with gradients on run eagerly, and so does
+    ``forward_with_relevance``, which does not go through ``forward``. Calls from several threads (``--streams`` > 1 on
     CUDA) take turns: a graph has one set of inputs and outputs.
 
     Why: the H200 ran the paper-size network at 5 % of its bf16 peak, launches dominating
@@ -136,9 +136,9 @@ class GraphedForward:
         self.refused: set[tuple] = set()
         self.lock = threading.Lock()
 
-    def __call__(self, clip: torch.Tensor, audio: torch.Tensor | None = None, **kwargs):
-        if kwargs or torch.is_grad_enabled():
-            return self.eager(clip, audio, **kwargs)
+    def __call__(self, clip: torch.Tensor, audio: torch.Tensor | None = None):
+        if torch.is_grad_enabled():
+            return self.eager(clip, audio)
         with self.lock:
             return self._replayed(clip, audio)
 
@@ -311,7 +311,7 @@ def maps_of_videos(model: AVRSP, videos: Iterable, batch: int = 1, every: int = 
         with torch.no_grad():  # grad mode is per thread
             clip, wave = model_inputs(model, unique, index, sound)
             if ravf:
-                out, rel = model(clip, wave, return_relevance=True)
+                out, rel = model.forward_with_relevance(clip, wave)
                 ret = [rel[-1][key].float().mean(dim=(1, 2, 3)).cpu().numpy() for key in ("ret_a", "ret_v")]
             else:
                 out, ret = model(clip, wave), [[None] * len(ws)] * 2

@@ -124,7 +124,7 @@ def clip_relevance(model, video: Path, frame: int, audio_source: Path | None = N
     sound = read_audio(audio_source or video, warn=False)
     audio = torch.from_numpy(w.audio(sound, info.fps or 25.0, cfg.frames))[None, None]
     with torch.no_grad():
-        sal, relevance = model(clip, audio, return_relevance=True)
+        sal, relevance = model.forward_with_relevance(clip, audio)
     if relevance is None:
         raise ValueError("the model has no RAVF fusion: relevance maps exist only for fusion=ravf")
     shape = frames[-1].shape[:2]

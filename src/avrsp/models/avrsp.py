@@ -113,6 +113,10 @@ class AVRSP(nn.Module):
     in SoundNet's [-256, 256] scale (ignored by visual-only configs). Returns B×H×W
     saliency for the clip's last frame: a sigmoid map, each pixel in (0, 1); it is not
     normalised to sum 1 (the loss and the metrics normalise it as each requires).
+
+    As timm's models: ``forward = forward_head(forward_features(clip, audio), size)``;
+    :meth:`forward_with_relevance` also returns RAVF's Ret_A / Ret_V (Fig. 6), so that
+    ``forward`` always returns one tensor; ``feature_info`` describes X⁰..X³.
     """
 
     def __init__(self, config: AVRSPConfig):
@@ -148,6 +152,10 @@ class AVRSP(nn.Module):
             if cfg.fusion_residual:  # a parameter of the fusion part (freezing, counts, init)
                 self.fusion.register_parameter("residual_scale", nn.Parameter(torch.zeros(dims[0])))
         self.decoder = SaliencyDecoder(dims, m)
+        #: X⁰..X³ after ASPP and LIP: channels, reduction of height and width against the
+        #: clip, and the module that produces each (timm's ``feature_info``).
+        self.feature_info = [{"module": f"lip.{i}", "num_chs": dims[i], "reduction": self.visual.feature_info[3 - i]
+                              ["reduction"]} for i in range(4)]
 
     def features(self, clip: torch.Tensor) -> list[torch.Tensor]:
         """X⁰..X³ (Section III-A): ASPP + LIP after each S3D encoder block."""
@@ -159,8 +167,28 @@ class AVRSP(nn.Module):
         blocks = self.visual(clip)
         return [self.lip[i](self.aspp[i](blocks[3 - i])) for i in range(4)]
 
-    def forward(self, clip: torch.Tensor, audio: torch.Tensor | None = None, *,
-                return_relevance: bool = False):
+    def forward(self, clip: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_head(self.forward_features(clip, audio), clip.shape[-2:])
+
+    def forward_with_relevance(self, clip: torch.Tensor, audio: torch.Tensor | None = None
+                               ) -> tuple[torch.Tensor, list | None]:
+        """``(saliency, relevance)``: the saliency of :meth:`forward`, and RAVF's Ret_A /
+        Ret_V per fusion layer (``None`` for models without relevance maps,
+        :func:`has_relevance`). Called directly, not through ``__call__``: module hooks
+        and :func:`avrsp.inference.prepare`'s CUDA graphs see only ``forward``."""
+        streams, relevance = self._features(clip, audio, relevance=True)
+        return self.forward_head(streams, clip.shape[-2:]), relevance
+
+    def forward_features(self, clip: torch.Tensor, audio: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The decoder's inputs: [F_av (X⁰'s fused features), X'¹, X'², X'³] (Eq. 13–15),
+        low to high resolution."""
+        return self._features(clip, audio, relevance=False)[0]
+
+    def forward_head(self, streams: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """The decoder and the sigmoid: B×H×W saliency at ``size`` from :meth:`forward_features`."""
+        return torch.sigmoid(self.decoder(streams, size))
+
+    def _features(self, clip: torch.Tensor, audio: torch.Tensor | None, *, relevance: bool):
         if clip.dim() != 5 or clip.shape[1] != 3:
             raise ValueError(f"clip must be B×3×T×H×W, got {tuple(clip.shape)}")
         if clip.shape[-1] % 32 or clip.shape[-2] % 32:
@@ -172,7 +200,7 @@ class AVRSP(nn.Module):
         xh = [self.ms[str(i)](x[i + 1] if i < 3 else None, x[i], x[i - 1] if i > 0 else None)
               if str(i) in self.ms else x[i] for i in range(4)]
 
-        relevance = None
+        ret = None
         if self.config.audio:
             if audio is None:
                 raise ValueError(f"model '{self.config.name}' uses audio: pass audio of shape B×1×L")
@@ -181,7 +209,7 @@ class AVRSP(nn.Module):
             # Each part in its own dtype: inference.prepare keeps SoundNet float32 in a bf16 graph.
             fa = self.audio_net(audio.to(_dtype_of(self.audio_net, audio.dtype))).transpose(1, 2)
             fa = self.audio_proj(fa.to(_dtype_of(self.audio_proj, fa.dtype)))     # B×N_a×C
-            fav, relevance = self.fusion(xh[0], fa, return_relevance=return_relevance)
+            fav, ret = self.fusion(xh[0], fa, return_relevance=relevance)
             if self.config.fusion_residual:
                 fav = xh[0] + self.fusion.residual_scale.view(1, -1, 1, 1, 1).to(fav.dtype) * fav
         else:
@@ -194,10 +222,7 @@ class AVRSP(nn.Module):
             gated = self.mrg[str(lv)](prev, xh[lv])
             streams[lv] = streams[lv] + gated
             prev = gated
-        saliency = torch.sigmoid(self.decoder(streams, clip.shape[-2:]))
-        if return_relevance:
-            return saliency, relevance
-        return saliency
+        return streams, ret
 
 
 def has_relevance(config: AVRSPConfig) -> bool:
