@@ -479,10 +479,11 @@ def test_synth_gaze_csv_changes_no_other_file(round_trip, tmp_path):
             assert (plain / rel).read_bytes() == (synth / rel).read_bytes(), rel
 
 
-def test_a_from_gaze_dataset_trains_evaluates_and_serves(round_trip, tmp_path, capsys):
-    """The tiny model fine-tunes for two steps on the from-gaze STAViS layout, is scored
-    by `avrsp evaluate`, and the dataset is what `avrsp serve --data` lists. Catches a
-    layout that data check accepts but training or evaluation cannot use."""
+def test_a_from_gaze_dataset_trains_resumes_evaluates_and_serves(round_trip, tmp_path, capsys):
+    """The tiny model fine-tunes for two steps on the from-gaze STAViS layout, resumes for
+    a second epoch of two, is scored by `avrsp evaluate`, and the dataset is what `avrsp
+    serve --data` lists. Catches a layout that data check accepts but training, its
+    resume or evaluation cannot use."""
     from avrsp.evaluate import plan
 
     _, out = round_trip
@@ -490,6 +491,11 @@ def test_a_from_gaze_dataset_trains_evaluates_and_serves(round_trip, tmp_path, c
     assert main(["train", "--config", str(REPO / "configs" / "synth_tiny.yaml"), f"data.root={out / 'stavis'}",
                  "epochs=1", "steps_per_epoch=2", "workers=0", "log_images=0", "precise_bn=0", f"out={run}",
                  "--quiet"]) == 0
+    first = list(csv.DictReader(open(run / "metrics.csv")))
+    assert main(["train", "--resume", str(run), "epochs=2", "--quiet"]) == 0
+    assert json.loads((run / "ckpt" / "latest.json").read_text())["step"] == 4
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert rows[:2] == first and [r["epoch"] for r in rows] == ["0", "1", "2"]  # continued, not redone
     ckpt = run / "best.safetensors"
     assert ckpt.is_file()
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(out / "stavis"), "--dataset", "Mine", "--split",
