@@ -311,6 +311,29 @@ def test_stream_counts_below_one_are_refused(tmp_path, capsys):
     assert Predictor(device="cpu", streams=1).streams == 1
 
 
+def test_one_runtime_resolved_once(monkeypatch):
+    """A Runtime's auto and None become this machine's values once, and a Predictor runs
+    with exactly the runtime it is given (or the same fields as keywords), never both."""
+    from avrsp.runtime import Runtime
+
+    for forced in ("fp32", "bf16"):
+        monkeypatch.setenv("AVRSP_AUTO_PRECISION", forced)
+        rt = Runtime(device="cpu").resolve()
+        assert (rt.device, rt.precision, rt.batch, rt.streams) == ("cpu", forced, 4, None)
+        assert rt.resolve() == rt  # resolving twice changes nothing
+    assert Runtime("cpu", "bf16", batch=3).resolve().precision == "bf16"  # explicit: never overridden
+    for bad, message in ((dict(batch=0), "batch must be ≥ 1"), (dict(streams=0), "streams must be ≥ 1"),
+                         (dict(precision="fp16"), "precision must be one of auto, fp32, bf16")):
+        with pytest.raises(ValueError, match=message):
+            Runtime(**bad)
+    p = Predictor(runtime=Runtime("cpu", "fp32", batch=3, streams=1))
+    assert (p.device, p.precision, p.batch, p.streams) == ("cpu", "fp32", 3, 1)
+    assert next(p.model.parameters()).dtype == torch.float32  # prepared as the runtime says
+    assert Predictor(device="cpu", precision="bf16", batch=2).runtime == Runtime("cpu", "bf16", 2).resolve()
+    with pytest.raises(ValueError, match="not both"):
+        Predictor(device="cpu", runtime=Runtime("cpu"))
+
+
 def test_no_audio_folder_input_and_visual_only_models(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     write_video(tmp_path / "in" / "silent.mp4", coloured_frames(12, 64, 96))

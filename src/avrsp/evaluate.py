@@ -229,11 +229,12 @@ def _figure_rows(item: Item, preds: np.ndarray) -> list[tuple]:
              item.video.fixations(k), preds[k]) for k in ks]
 
 
-def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess: bool, batch: int | None = None,
-                   streams: int | None = None, device: str = "auto", precision: str = "auto", save_maps: bool = False,
-                   seed: int = 0, progress: bool = True, figure: bool = False, dist=None,
-                   graphs: bool | None = None) -> list[dict]:
+def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess: bool, runtime=None,
+                   save_maps: bool = False, seed: int = 0, progress: bool = True, figure: bool = False,
+                   dist=None) -> list[dict]:
     """Predict and score every item, resuming from ``out``; returns the per-video records.
+    ``runtime``: where and how the models run (:class:`avrsp.runtime.Runtime`; default:
+    ``auto`` everything).
     With ``figure``, ``figure.png`` shows frames, ground truth and predictions of the first
     videos predicted in this run.
 
@@ -246,12 +247,12 @@ def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess:
 
     from .checkpoint import load_model
     from .distributed import Dist
-    from .inference import predict_frames, prepare
-    from .runtime import default_batch
+    from .inference import predict_frames
+    from .runtime import Runtime
 
     dist = dist or Dist()
     out = Path(out)
-    batch = batch or default_batch(device)
+    runtime = (runtime or Runtime()).resolve()
     # Everything that changes what the folder holds: a resumed run must not mix two evaluations
     # (or add saved maps to only the videos scored after the restart).
     settings = {**settings, "checkpoints": {str(c): _sha256(c) for c in sorted({i.checkpoint for i in items})},
@@ -274,13 +275,13 @@ def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess:
             preds = np.load(cache)
         else:
             if item.checkpoint not in models:
-                models[item.checkpoint] = prepare(load_model(item.checkpoint), device, precision, graphs=graphs)
+                models[item.checkpoint] = runtime.prepare(load_model(item.checkpoint))
             model = models[item.checkpoint]
             bar.set_description(item.key)
             maps = []
             for _, m in predict_frames(model, item.video.frames, len(item.video), item.video.fps,
-                                       item.video.audio if model.config.audio else None, batch=batch,
-                                       streams=streams):
+                                       item.video.audio if model.config.audio else None, batch=runtime.batch,
+                                       streams=runtime.streams):
                 maps.append(m)
                 bar.update(1)
             preds = np.stack(maps)

@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 
 from .checkpoint import load_model
-from .inference import interpolate_between, maps_of_videos, model_inputs, prepare, raising
-from .runtime import Background, default_batch, default_streams, prefetch, resolve_device, resolve_precision
+from .inference import interpolate_between, maps_of_videos, model_inputs, raising
+from .runtime import Background, Runtime, prefetch
 from .media import (SOUNDNET_RATE, MediaError, MediaWarning, clip_audio, iter_frames, no_audio_track, probe,
                     read_audio, resize_map, resize_rgb, write_map_png)
 
@@ -54,32 +54,45 @@ def demo_video() -> Path:
 class Predictor:
     """Run a model file on clips and videos.
 
-    ``checkpoint``: an avrsp model file (default: the shipped model). ``device``: cpu,
-    cuda, cuda:1 or auto (CUDA when present). ``precision``: fp32, bf16 or auto (bf16
-    where the hardware computes it natively, see :func:`avrsp.runtime.native_bf16`).
-    ``batch``: windows per forward pass (default: 8 on CUDA, 4 on the CPU). ``every``:
-    K > 1 runs the model on every K-th frame only and interpolates the maps between, a
-    preview (up to K× faster; docs/predict.md measures how close); 1 is the exact
-    protocol. ``streams``: forward passes at once (default:
-    :func:`avrsp.runtime.default_streams`, 2 on a CPU with two threads or more).
-    ``graphs``: replay each batch's forward pass from a CUDA graph (default: off;
-    :class:`avrsp.inference.GraphedForward`).
+    ``checkpoint``: an avrsp model file (default: the shipped model). ``runtime``: where
+    and how it runs (:class:`avrsp.runtime.Runtime`); or, as a shorthand, its fields
+    ``device`` (cpu, cuda, cuda:1 or auto: CUDA when present), ``precision`` (fp32, bf16
+    or auto: bf16 where the hardware computes it natively,
+    :func:`avrsp.runtime.native_bf16`), ``batch`` (windows per forward pass; default 8
+    on CUDA, 4 on the CPU), ``streams`` (forward passes at once; default
+    :func:`avrsp.runtime.default_streams`, 2 on a CPU with two threads or more) and
+    ``graphs`` (CUDA graphs, :class:`avrsp.inference.GraphedForward`; default off).
+    ``every``: K > 1 runs the model on every K-th frame only and interpolates the maps
+    between, a preview (up to K× faster; docs/predict.md measures how close); 1 is the
+    exact protocol.
     """
 
     def __init__(self, checkpoint: str | Path | None = None, device: str = "auto", precision: str = "auto",
-                 batch: int | None = None, every: int = 1, streams: int | None = None, graphs: bool | None = None):
+                 batch: int | None = None, every: int = 1, streams: int | None = None, graphs: bool | None = None,
+                 *, runtime: Runtime | None = None):
+        shorthand = Runtime(device, precision, batch, streams, graphs)
+        if runtime is not None and shorthand != Runtime():
+            raise ValueError("give runtime or its fields (device, precision, batch, streams, graphs), not both")
+        self.runtime = (runtime or shorthand).resolve()
         self.checkpoint = Path(checkpoint) if checkpoint else default_checkpoint()
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        self.batch = batch or default_batch(self.device)
         if every < 1:
             raise ValueError(f"every must be ≥ 1, got {every}")
         self.every = every  # preview mode: the model on every K-th frame, maps between interpolated
-        if streams is not None and streams < 1:
-            raise ValueError(f"streams must be ≥ 1, got {streams}")
-        self.model = prepare(load_model(self.checkpoint), self.device, self.precision, graphs=graphs)
-        self.streams = streams or default_streams(self.model)
+        self.model = self.runtime.prepare(load_model(self.checkpoint))
+        self.streams = self.runtime.streams_for(self.model)
         self.config = self.model.config
+
+    @property
+    def device(self) -> str:
+        return self.runtime.device
+
+    @property
+    def precision(self) -> str:
+        return self.runtime.precision
+
+    @property
+    def batch(self) -> int:
+        return self.runtime.batch
 
     @property
     def uses_audio(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import dataclasses
 import os
 import platform
 import queue
@@ -105,6 +106,53 @@ def default_batch(device: str | torch.device) -> int:
     """Windows per forward pass when none is given: the fastest measured at paper size
     (docs/performance.md): 8 on CUDA, 4 on the CPU."""
     return 8 if torch.device(resolve_device(str(device))).type == "cuda" else 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """Where and how a model runs, given once (the command line's ``--device``,
+    ``--precision``, ``--batch``, ``--streams``, ``--cuda-graphs``, or Python) and taken
+    by :class:`avrsp.Predictor`, :func:`avrsp.evaluate.run_evaluation` and ``avrsp
+    serve``. :meth:`resolve` turns ``auto`` and ``None`` into what they mean here, once.
+
+    ``device``: auto (CUDA when present), cpu, cuda, cuda:N. ``precision``: auto, fp32,
+    bf16 (:func:`resolve_precision`); in inference bf16 casts the weights
+    (:func:`avrsp.inference.prepare`), where training's bf16 is autocast. ``batch``:
+    windows per forward pass (None: :func:`default_batch`). ``streams``: forward passes
+    at once (None: :func:`default_streams` of the prepared model). ``graphs``: replay the
+    forward pass from CUDA graphs (None: off)."""
+
+    device: str = "auto"
+    precision: str = "auto"
+    batch: int | None = None
+    streams: int | None = None
+    graphs: bool | None = None
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("batch", "streams"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be ≥ 1, got {value}")
+
+    def resolve(self) -> Runtime:
+        """The device, precision and batch this machine gives ``auto`` and ``None``
+        (a CUDA device asked for but absent is a ConfigError); streams stay ``None``
+        until a model is prepared, as they depend on where it runs."""
+        device = resolve_device(self.device)
+        return dataclasses.replace(self, device=device, precision=resolve_precision(self.precision, device),
+                                   batch=self.batch or default_batch(device))
+
+    def prepare(self, model):
+        """:func:`avrsp.inference.prepare` of ``model`` for this runtime (resolved first)."""
+        from .inference import prepare
+
+        rt = self.resolve()
+        return prepare(model, rt.device, rt.precision, graphs=rt.graphs)
+
+    def streams_for(self, model: torch.nn.Module) -> int:
+        return self.streams or default_streams(model)
 
 
 _T = TypeVar("_T")

@@ -546,10 +546,10 @@ def _media_type(request) -> str:
 
 def create_app(checkpoint: Path | None = None, data: Path | None = None, *, workdir: Path | None = None,
                max_upload_mb: float = 500.0, max_output_mb: float = 2000.0, upload_timeout: float = 30.0,
-               host: str = "127.0.0.1", device: str = "auto", precision: str = "auto", batch: int | None = None,
-               streams: int | None = None, graphs: bool | None = None):
+               host: str = "127.0.0.1", runtime=None):
     """The Starlette application (also what the tests drive). ``host`` is the address it
-    is served on: a loopback one makes it refuse other Host names (:class:`SameOrigin`)."""
+    is served on: a loopback one makes it refuse other Host names (:class:`SameOrigin`).
+    ``runtime``: where and how the model runs (:class:`avrsp.runtime.Runtime`)."""
     try:
         from starlette.applications import Starlette
         from starlette.middleware import Middleware
@@ -566,7 +566,7 @@ def create_app(checkpoint: Path | None = None, data: Path | None = None, *, work
                         ("--upload-timeout", upload_timeout)):
         if not value > 0:
             raise ConfigError(f"{flag} {value:g}: must be positive")
-    predictor = Predictor(checkpoint, device=device, precision=precision, batch=batch, streams=streams, graphs=graphs)
+    predictor = Predictor(checkpoint, runtime=runtime)
     model_line = (built_in_notice() if checkpoint is None
                   else f"model: {Path(checkpoint).name} ({predictor.config.name})")
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="avrsp-serve-"))

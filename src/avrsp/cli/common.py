@@ -59,6 +59,14 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
                         "an error without CUDA)")
 
 
+def runtime_from_args(args: argparse.Namespace, device: str | None = None):
+    """The :class:`avrsp.runtime.Runtime` of ``add_runtime_args``' flags, resolved (``device``:
+    this process's device under torchrun, in place of ``--device``)."""
+    from ..runtime import Runtime
+
+    return Runtime(device or args.device, args.precision, args.batch, args.streams, args.cuda_graphs).resolve()
+
+
 def add_dataclass_flags(p: argparse.ArgumentParser, cls: type) -> None:
     """One --flag per field of a flat dataclass, typed by its default: --name/--no-name for
     a bool, the listed values for a Literal."""

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..config import ConfigError
-from .common import add_runtime_args, model_file
+from .common import add_runtime_args, model_file, runtime_from_args
 
 def _eval_name(checkpoint: Path) -> str:
     """The default output name of an evaluation of ``checkpoint``: a run's model files all
@@ -48,12 +48,10 @@ def _finish_eval(args, items, records, model_name: str, postprocess: bool, out: 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..distributed import process_device, setup_distributed
     from ..evaluate import default_postprocess, plan_or_fail, run_evaluation
-    from ..runtime import resolve_precision
 
     device = process_device(args.device)  # under torchrun: this process's GPU, or its share of the CPU
     dist = setup_distributed(device)
-    args.device = str(device)
-    args.precision = resolve_precision(args.precision, args.device)
+    runtime = runtime_from_args(args, str(device))
     if args.checkpoint:
         checkpoints = [model_file(c) for c in args.checkpoint]
         args.split_resolved = args.split or ("all" if len(checkpoints) == 3 else "1")
@@ -68,11 +66,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     postprocess = default_postprocess(args.dataset) if args.postprocess is None else args.postprocess
     out = Path(args.out or f"runs/eval/{_eval_name(checkpoints[0])}_{args.dataset}_{args.split_resolved}")
     settings = {"data": str(Path(args.data).resolve()), "dataset": args.dataset, "split": args.split_resolved,
-                "precision": args.precision}
-    records = run_evaluation(items, out, settings=settings, postprocess=postprocess, batch=args.batch,
-                             streams=args.streams, graphs=args.cuda_graphs,
-                             device=args.device, precision=args.precision, save_maps=args.save_maps,
-                             seed=args.seed, progress=not args.quiet, figure=args.figure and dist.main, dist=dist)
+                "precision": runtime.precision}
+    records = run_evaluation(items, out, settings=settings, postprocess=postprocess, runtime=runtime,
+                             save_maps=args.save_maps, seed=args.seed, progress=not args.quiet, figure=args.figure and dist.main, dist=dist)
     if not dist.main:  # the reports are rank 0's, from every process's records
         return 0
     return _finish_eval(args, items, records, checkpoints[0].stem, postprocess, out)

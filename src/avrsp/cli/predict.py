@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..config import ConfigError
-from .common import add_runtime_args, model_file
+from .common import add_runtime_args, model_file, runtime_from_args
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..distributed import process_device, setup_distributed
@@ -19,8 +19,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"--every {args.every}: must be 1 (every frame) or more")
     device = process_device(args.device)  # under torchrun: this process's GPU, or its share of the CPU
     dist = setup_distributed(device)
-    predictor = Predictor(model_file(args.checkpoint), device=str(device), precision=args.precision, batch=args.batch,
-                          every=args.every, streams=args.streams, graphs=args.cuda_graphs)
+    predictor = Predictor(model_file(args.checkpoint), every=args.every, runtime=runtime_from_args(args, str(device)))
     if args.checkpoint is None and dist.main:
         print(built_in_notice(), file=sys.stderr)
     if args.every > 1 and dist.main:
@@ -129,8 +128,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve(args.host, args.port, checkpoint=model_file(args.checkpoint),
           data=Path(args.data) if args.data else None, workdir=Path(args.workdir) if args.workdir else None,
           max_upload_mb=args.max_upload_mb, max_output_mb=args.max_output_mb, upload_timeout=args.upload_timeout,
-          device=args.device, precision=args.precision, batch=args.batch,
-          streams=args.streams, graphs=args.cuda_graphs)
+          runtime=runtime_from_args(args))
     return 0
 
 
