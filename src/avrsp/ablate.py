@@ -105,6 +105,7 @@ class StudyConfig:
     device: str = "cpu"
     jobs: int = 1                           # trainings at once, each with threads // jobs threads
     threads: int = 0                        # 0: torch's default
+    checkpoint_every: int = 100             # steps between a training's checkpoints: what a kill can lose
 
     def validate(self) -> None:
         unknown = set(self.rows) - set(ROWS)
@@ -130,7 +131,7 @@ class StudyConfig:
 
 #: Settings that choose which runs a study holds or how they run, not how each is made:
 #: a study can grow by rows or seeds, and be scored on its test set, in the same folder.
-SCOPE = {"out", "records", "rows", "seeds", "score_set", "device", "jobs", "threads"}
+SCOPE = {"out", "records", "rows", "seeds", "score_set", "device", "jobs", "threads", "checkpoint_every"}
 
 
 def recipe(study: StudyConfig) -> dict[str, Any]:
@@ -251,7 +252,8 @@ def train_config(study: StudyConfig, name: str, seed: int, out: Path, *, part: s
         "init": {"model": init, "soundnet": soundnet, "freeze": frozen},
         "optim": {"lr": study.lr}, "epochs": 1, "steps_per_epoch": steps, "batch_size": study.batch_size,
         "workers": 0, "precise_bn": study.precise_bn, "device": study.device, "seed": seed,
-        "deterministic": True, "log_images": 0, "out": str(out)}, where="study")
+        "deterministic": True, "log_images": 0, "checkpoint_every": study.checkpoint_every, "out": str(out)},
+        where="study")
 
 
 def _train_once(cfg) -> float:
