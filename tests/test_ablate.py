@@ -85,6 +85,12 @@ def test_a_study_runs_in_two_jobs_records_every_measure_resumes_and_reports(tmp_
     monkeypatch.setattr("avrsp.train.train", lambda *a, **k: pytest.fail("trained again"))
     assert main(args[:-3] + ["jobs=1", "--write", str(md)]) == 0
     assert md.read_text().count("avrsp ablate: begin") == 1
+    # A study run in parts says which runs its tables do not hold yet.
+    assert "Runs recorded" not in md.read_text()
+    partial = [a if a != "seeds=[0,1]" else "seeds=[0,1,2]" for a in args[:-3]]
+    assert main(partial + ["--report-only", "--write", str(md)]) == 0
+    assert ("**Runs recorded: 8 of 12.** Not yet: visual only (seed 2); add (seed 2); RAVF (the full model) "
+            "(seed 2); RAVF, MS and MRG off (seed 2).") in md.read_text()
     # A setting that changes how runs are made cannot share the folder.
     capsys.readouterr()
     assert main([a if a != "attended_steps=2" else "attended_steps=3" for a in args]) == 2

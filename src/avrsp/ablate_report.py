@@ -244,8 +244,18 @@ def report(study: StudyConfig, out_md: Path, *, command: str) -> Path:
              f"(the {study.score_set} set: {', '.join(f'{n}' for n in n_videos)} videos of each of "
              f"{', '.join(k for k in SCORED_KINDS if k in per_kind)}; code at {', '.join(c[:12] for c in commits)}; "
              f"{', '.join(machines)}; {hours:.1f} hours of training and scoring in all).", ""]
+    done = {(r["row"], r["seed"]) for r in records}
+    missing = [(n, s) for n in study.rows for s in study.seeds if (n, s) not in done]
+    if missing:  # a study run in parts: say what the tables do not hold yet
+        rows = {n: [s for m, s in missing if m == n] for n, _ in missing}
+        lines += [f"**Runs recorded: {len(study.rows) * len(study.seeds) - len(missing)} of "
+                  f"{len(study.rows) * len(study.seeds)}.** Not yet: " + "; ".join(
+                      f"{ROWS[n].label} (seed{'s' if len(ss) > 1 else ''} {', '.join(map(str, ss))})"
+                      for n, ss in rows.items()) + ".", ""]
     lines += tables(study, records) + [""]
     comparison, sentences = comparisons(study, records)
+    if not sentences:
+        sentences = ["No comparison yet: the rule needs RAVF and another row recorded with the same seeds."]
     lines += comparison + [""]
     plot_primary(study, records, figs / "fusion_primary.png")
     lines += ["![The primary outcomes by row](results/fusion_primary.png)", ""]
