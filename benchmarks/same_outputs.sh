@@ -21,7 +21,7 @@ checkpoint=$repo/src/avrsp/assets/avrsp_tiny_synth.safetensors
 for side in before after; do
     src=$work/before/src; [ $side = after ] && src=$src_after
     PYTHONPATH=$src "$py" -m avrsp predict "$repo/src/avrsp/assets/demo.mp4" --out "$work/$side/predict" --npz \
-        --precision fp32 --quiet 2>/dev/null
+        --precision fp32 --quiet >/dev/null 2>&1
     PYTHONPATH=$src "$py" -m avrsp evaluate --checkpoint "$checkpoint" --data "$work/data/stavis" --dataset stavis \
         --split 1 --precision fp32 --out "$work/$side/eval" --quiet >/dev/null 2>&1
 done
