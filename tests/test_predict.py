@@ -314,7 +314,7 @@ def test_stream_counts_below_one_are_refused(tmp_path, capsys):
 def test_one_runtime_resolved_once(monkeypatch):
     """A Runtime's auto and None become this machine's values once, and a Predictor runs
     with exactly the runtime it is given (or the same fields as keywords), never both."""
-    from avrsp.runtime import Runtime
+    from avrsp import Runtime
 
     for forced in ("fp32", "bf16"):
         monkeypatch.setenv("AVRSP_AUTO_PRECISION", forced)

@@ -12,8 +12,8 @@ from .models import AVRSP, AVRSPConfig, create_model, get_config, list_models, l
 
 __version__ = "0.1.0"
 
-__all__ = ["AVRSP", "AVRSPConfig", "ConfigError", "Predictor", "SaliencyLoss", "create_model", "get_config",
-           "list_models", "load_model_config", "register_model", "__version__"]
+__all__ = ["AVRSP", "AVRSPConfig", "ConfigError", "Predictor", "Runtime", "SaliencyLoss", "create_model",
+           "get_config", "list_models", "load_model_config", "register_model", "__version__"]
 
 
 def __getattr__(name: str):
@@ -22,4 +22,8 @@ def __getattr__(name: str):
         from .predict import Predictor
 
         return Predictor
+    if name == "Runtime":
+        from .runtime import Runtime
+
+        return Runtime
     raise AttributeError(f"module 'avrsp' has no attribute {name!r}")
