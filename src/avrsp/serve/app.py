@@ -36,9 +36,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import quote, unquote, urlsplit
 
-
 from ..config import ConfigError
-
 from .jobs import Job, JobCancelled, Jobs, QueueFull, one_line
 from .outputs import dataset_job, frame_number, served_file, video_job
 

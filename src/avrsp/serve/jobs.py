@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-
-
 #: Results kept on disk; the oldest are removed beyond this. Only jobs that produced a
 #: result count, so failed or cancelled jobs never push anyone's result out.
 KEEP_RESULTS = 20

@@ -11,7 +11,6 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-
 from .jobs import Job
 
 #: File names a job folder may serve (everything else is refused, whatever the path says).
