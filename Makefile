@@ -22,9 +22,9 @@ demo: setup
 # How the shipped assets were made (docs/default_model.md); each rewrites src/avrsp/assets/.
 # The built-in model is the fusion study's full model (RAVF) of training seed 0: the
 # study's data, audio front-end, stage 1 and two-part stage 2 (docs/results.md).
-# The built-in model's successor (docs/default_model.md): the fusion study's recipe for RAVF,
-# seed 0, with a longer stage 2; scored on the study's development set, then measured on
-# the claims' videos. It is copied into the package by hand once it meets the bars there.
+# The built-in model (docs/default_model.md): the fusion study's recipe for RAVF, seed 0,
+# with a longer stage 2, scored on the study's development set and measured on the videos
+# of docs/default_model.md; the package's file is the model this writes, copied by hand.
 default-model: setup
 	$(BIN)/avrsp ablate --config configs/studies/default_model.yaml
 	$(BIN)/python benchmarks/default_model_claims.py --checkpoint runs/default_model/runs/ravf/seed0/all/best.safetensors \

@@ -21,8 +21,7 @@ what each one tests):
   (``mixed_music_gain`` × the music of a music video); viewers follow the tone.
 * ``silent`` (only with ``silent_fraction`` > 0): a music video written without its
   soundtrack. Its viewers ignored the music, so its maps stay right without it: training
-  videos where no sound means no sounding disc (what they did for the built-in model is
-  measured in docs/default_model.md).
+  videos where no sound means no sounding disc.
 
 Per frame, each simulated viewer fixates a target (sticky over frames) with Gaussian
 jitter; the binary fixation map is blurred into the continuous map as the real datasets
