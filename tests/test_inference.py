@@ -240,14 +240,14 @@ def test_each_frames_ret_a_and_ret_v_are_its_own_windows_under_their_own_names()
     model = prepare(avrsp.create_model("avrsp_tiny"), "cpu", "fp32")
     frames, audio = _clips("relevant", 53, frames=10)
     seen = []
-    original = model.forward
+    original = model.forward_with_relevance
 
-    def recording(clip, audio=None, **kwargs):
-        out = original(clip, audio, **kwargs)
+    def recording(clip, audio=None):
+        out = original(clip, audio)
         seen.append(out[1][-1])
         return out
 
-    model.forward = recording
+    model.forward_with_relevance = recording
     rows = list(predict_frames_with_relevance(model, frames, len(frames), 15.0, audio, batch=4, streams=1))
     windows = [(maps, i) for maps in seen for i in range(len(maps["ret_a"]))]
     assert [k for k, *_ in rows] == list(range(10)) and len(windows) == 10

