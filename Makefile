@@ -34,8 +34,8 @@ demo-clip: setup
 	$(BIN)/avrsp synth runs/demo-src --videos 3 --frames 96 --height 144 --width 256 --seed 7 --relevant-fraction 1 --overwrite
 	cp runs/demo-src/videos/synth_000_relevant.mp4 src/avrsp/assets/demo.mp4
 
-# The fusion study (docs/results.md; 27 runs, about 12 hours on 2 CPU cores with two trainings at
-# once, resumable: run it in parts), scored on its test set, and the inference benchmark (docs/performance.md, with the
+# The fusion study (docs/results.md; 27 runs, about 7 hours on 2 CPU cores from scratch: each
+# run's record holds its seconds; resumable, so it can run in parts), scored on its test set, and the inference benchmark (docs/performance.md, with the
 # recorded GPU run merged in).
 ablations: setup
 	$(BIN)/avrsp ablate --config configs/studies/fusion.yaml score_set=test jobs=2
