@@ -182,6 +182,10 @@ def test_the_rule_calls_a_difference_resolved_beyond_two_standard_errors():
     assert paired(noisy, b, get)["verdict"] == "not resolved"  # mean 0.127, s.e. 0.103: within 2 s.e.
     assert paired(b, a, get)["verdict"] == "lower"
     assert paired(a, b[:2], get)["seeds"] == [0, 1]  # paired over the seeds both have
+    # The study's rule is over all its training seeds: before the last is paired, no verdict.
+    assert paired(a, b[:2], get, [0, 1, 2])["verdict"] == "waits for seed 2"
+    assert paired(a, b[:1], get, [0, 1, 2])["verdict"] == "waits for seeds 1, 2"
+    assert paired(a, b, get, [0, 1, 2])["verdict"] == "higher"
     assert mean_se([1.0]) [1] != mean_se([1.0])[1]  # one seed has no standard error (nan)
     assert RULE_SE == 2.0
 

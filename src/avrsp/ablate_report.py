@@ -38,18 +38,30 @@ def cell(values: list[float], digits: int = 3, scale: float = 1.0) -> str:
     return f"{m:.{digits}f}" + (f" ± {se:.{digits}f}" if not math.isnan(se) else "")
 
 
-def paired(a: list[dict], b: list[dict], get) -> dict:
-    """Seed-paired difference ``get(a) − get(b)`` over the seeds both rows have."""
+def paired(a: list[dict], b: list[dict], get, seeds: list[int] | None = None) -> dict:
+    """Seed-paired difference ``get(a) − get(b)`` over the seeds both rows have. With
+    ``seeds`` (the study's), the rule gives a verdict only once every one of them is
+    paired; before, the verdict says which it waits for."""
     by_seed = {r["seed"]: r for r in b}
     diffs = {r["seed"]: get(r) - get(by_seed[r["seed"]]) for r in a if r["seed"] in by_seed}
     m, se = mean_se(list(diffs.values()))
     verdict = "not resolved"
-    if not math.isnan(se) and se > 0 and abs(m) > RULE_SE * se:
+    waiting = sorted(set(seeds or ()) - set(diffs))
+    if waiting:
+        verdict = f"waits for seed{'s' if len(waiting) > 1 else ''} {', '.join(map(str, waiting))}"
+    elif not math.isnan(se) and se > 0 and abs(m) > RULE_SE * se:
         verdict = "higher" if m > 0 else "lower"
     elif not math.isnan(se) and se == 0 and m != 0:
         verdict = "higher" if m > 0 else "lower"
     return {"seeds": sorted(diffs), "diffs": [diffs[s] for s in sorted(diffs)], "mean": m, "se": se,
             "verdict": verdict}
+
+
+def _difference(p: dict, digits: int, scale: float) -> str:
+    """A paired difference as mean ± s.e. [per seed]; one seed has no standard error."""
+    se = "" if math.isnan(p["se"]) else f" ± {p['se'] * scale:.{digits}f}"
+    return (f"{p['mean'] * scale:+.{digits}f}{se} "
+            f"[{', '.join(f'{x * scale:+.{digits}f}' for x in p['diffs'])}]")
 
 
 def _rows(records: list[dict], name: str) -> list[dict]:
@@ -138,37 +150,43 @@ def comparisons(study: StudyConfig, records: list[dict]) -> tuple[list[str], lis
         other = _rows(records, n)
         if n == "ravf" or not other or not ravf:
             continue
-        u, d = paired(ravf, other, _uses), paired(ravf, other, _discounts)
+        u, d = paired(ravf, other, _uses, study.seeds), paired(ravf, other, _discounts, study.seeds)
         verdicts[n] = (u, d)
-        fmt = lambda p, digits, scale: (  # noqa: E731
-            f"{p['mean'] * scale:+.{digits}f} ± {p['se'] * scale:.{digits}f} "
-            f"[{', '.join(f'{x * scale:+.{digits}f}' for x in p['diffs'])}]")
-        lines.append(f"| {ROWS[n].label} | {fmt(u, 1, 100)} | {u['verdict']} | {fmt(d, 3, 1)} | {d['verdict']} |")
+        lines.append(f"| {ROWS[n].label} | {_difference(u, 1, 100)} | {u['verdict']} | {_difference(d, 3, 1)} | "
+                     f"{d['verdict']} |")
+    final = {n: v for n, v in verdicts.items() if not v[0]["verdict"].startswith("waits")}
     sentences = []
     fusions = [n for n in verdicts if ROWS[n].table == "V" and n != "visual"]
-    if fusions:
-        beaten = [n for n in fusions if verdicts[n][0]["verdict"] == "higher"]
-        worse = [n for n in fusions if verdicts[n][1]["verdict"] == "lower"]
-        if len(beaten) == len(fusions) and not worse:
-            sentences.append(f"By the protocol's rule RAVF uses the relevant sound more than every other fusion "
-                             f"({', '.join(ROWS[n].label for n in fusions)}) without discounting irrelevant sound "
-                             f"less: on this data, the claim that relevance guidance makes the sound count holds.")
-        else:
-            sentences.append(
-                f"By the protocol's rule RAVF uses the relevant sound more than "
-                f"{_names(beaten) or 'no other fusion'}, and the difference is not resolved for "
-                f"{_names([n for n in fusions if verdicts[n][0]['verdict'] == 'not resolved']) or 'none'}"
-                + (f"; it uses it less than {_names([n for n in fusions if verdicts[n][0]['verdict'] == 'lower'])}"
-                   if any(verdicts[n][0]["verdict"] == "lower" for n in fusions) else "")
-                + f". It discounts irrelevant sound less than {_names(worse) or 'no other fusion'}. "
-                "On this data the claim that relevance guidance is what makes the sound count is not supported "
-                "over " + (_names([n for n in fusions if n not in beaten]) or "—") + ".")
+    if fusions and len(fusions) > len([n for n in fusions if n in final]):
+        sentences.append("The rule is applied once RAVF and each fusion it is compared with have every training "
+                         "seed recorded (the verdicts above say what each comparison waits for); the paired "
+                         "differences so far decide nothing.")
+    elif fusions:
+        sentences.append(_claim(fusions, final))
     for n, what in (("ravf_plain", "MS and MRG"), ("ravf_scratch", "the pretrained front-end")):
-        if n in verdicts:
-            u = verdicts[n][0]
+        if n in final:
+            u = final[n][0]
             sentences.append(f"Without {what}, RAVF's use of the sound is {u['verdict']} "
                              f"({u['mean'] * 100:+.1f} ± {u['se'] * 100:.1f} points in RAVF's favour).")
     return lines, sentences
+
+
+def _claim(fusions: list[str], verdicts: dict) -> str:
+    """What the rule says of the paper's claim, from RAVF's verdicts against Table V's fusions."""
+    beaten = [n for n in fusions if verdicts[n][0]["verdict"] == "higher"]
+    worse = [n for n in fusions if verdicts[n][1]["verdict"] == "lower"]
+    if len(beaten) == len(fusions) and not worse:
+        return (f"By the protocol's rule RAVF uses the relevant sound more than every other fusion "
+                f"({_names(fusions)}) without discounting irrelevant sound less: on this data, the claim that "
+                f"relevance guidance makes the sound count holds.")
+    less = [n for n in fusions if verdicts[n][0]["verdict"] == "lower"]
+    return (f"By the protocol's rule RAVF uses the relevant sound more than {_names(beaten) or 'no other fusion'}, "
+            f"and the difference is not resolved for "
+            f"{_names([n for n in fusions if verdicts[n][0]['verdict'] == 'not resolved']) or 'none'}"
+            + (f"; it uses it less than {_names(less)}" if less else "")
+            + f". It discounts irrelevant sound less than {_names(worse) or 'no other fusion'}. "
+            "On this data the claim that relevance guidance is what makes the sound count is not supported "
+            "over " + (_names([n for n in fusions if n not in beaten]) or "—") + ".")
 
 
 def _names(names: list[str]) -> str:
