@@ -6,7 +6,7 @@ passes with and without it, each in a fresh process, alternated (docs/performanc
 A case is ``config:precision:batch:streams[:passes]`` (timed passes per process,
 ``--passes`` where not given). Per pass: seconds, minor page faults and
 kernel CPU seconds; per process: the peak resident memory (VmHWM). Random weights, the
-inference graph (``avrsp.inference.prepare``), one warm-up pass per stream first.
+inference graph (``avrsp.graph.prepare``), one warm-up pass per stream first.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from avrsp.runtime import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "kept" else False
 import torch, avrsp
 from avrsp.bench_model import inputs
-from avrsp.inference import prepare
+from avrsp.graph import prepare
 from avrsp.runtime import in_streams
 name, precision, batch, streams, passes = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 model = prepare(avrsp.create_model(name), "cpu", precision)

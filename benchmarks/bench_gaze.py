@@ -94,7 +94,8 @@ def main() -> None:
     ap.add_argument("--workdir", help="where the inputs and the dataset go (default: a temporary folder, removed)")
     args = ap.parse_args()
     from avrsp.data.from_gaze import FromGazeConfig, build
-    from avrsp.data.gaze import Screen, read_recordings
+    from avrsp.data.gaze import Screen
+    from avrsp.data.recordings import read_recordings
 
     w, h = (int(v) for v in args.size.split("x"))
     screen = (1920, 1080)

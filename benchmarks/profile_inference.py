@@ -5,7 +5,7 @@
                                            [--convolutions] [--size H W]
 
 Random weights (the time does not depend on them), the default inference layout of the
-device (``avrsp.inference.prepare``), the allocator setting of the ``avrsp`` command
+device (``avrsp.graph.prepare``), the allocator setting of the ``avrsp`` command
 (``keep_freed_memory``: without it every large activation is faulted in afresh from zeroed
 pages, and the profile would time the kernel's page faults inside the operators that touch
 them). By default: one warm-up pass, then the top operators of one profiled pass by self
@@ -29,7 +29,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 import avrsp
-from avrsp.inference import prepare, uses_channels_last
+from avrsp.graph import prepare, uses_channels_last
 from avrsp.runtime import keep_freed_memory, resolve_device
 from avrsp.models.fold import ConvReLU
 

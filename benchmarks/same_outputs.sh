@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Do two commits give the same outputs? `avrsp predict` on the demo clip (maps.npz, every
-# float) and `avrsp evaluate` of the built-in model on a small synthetic dataset
-# (per_video.csv), both in fp32, each commit's code on the same inputs.
+# float) and `avrsp evaluate` on a small synthetic dataset (per_video.csv), both in fp32
+# with the working tree's built-in model file, each commit's code on the same inputs.
 #
 #     bash benchmarks/same_outputs.sh BEFORE [AFTER]     # AFTER: the working tree
 set -euo pipefail
@@ -20,8 +20,8 @@ PYTHONPATH=$repo/src "$py" -m avrsp synth "$work/data" --videos 6 --frames 40 --
 checkpoint=$repo/src/avrsp/assets/avrsp_tiny_synth.safetensors
 for side in before after; do
     src=$work/before/src; [ $side = after ] && src=$src_after
-    PYTHONPATH=$src "$py" -m avrsp predict "$repo/src/avrsp/assets/demo.mp4" --out "$work/$side/predict" --npz \
-        --precision fp32 --quiet >/dev/null 2>&1
+    PYTHONPATH=$src "$py" -m avrsp predict "$repo/src/avrsp/assets/demo.mp4" --checkpoint "$checkpoint" \
+        --out "$work/$side/predict" --npz --precision fp32 --quiet >/dev/null 2>&1
     PYTHONPATH=$src "$py" -m avrsp evaluate --checkpoint "$checkpoint" --data "$work/data/stavis" --dataset stavis \
         --split 1 --precision fp32 --out "$work/$side/eval" --quiet >/dev/null 2>&1
 done

@@ -11,9 +11,9 @@ from scipy.io import savemat, wavfile
 from scipy.signal import resample_poly
 
 from avrsp.cli import main
-from avrsp.data.datasets import (AnnotatedVideo, ClipDataset, DataError, DataNote, DataWarning, ImageFrames,
-                                 dhf1k_layout, dhf1k_videos, load_split, read_fixations, stavis_videos,
-                                 to_model_frames)
+from avrsp.data.clips import ClipDataset, to_model_frames
+from avrsp.data.datasets import (AnnotatedVideo, DataError, DataNote, DataWarning, ImageFrames, dhf1k_layout,
+                                 dhf1k_videos, load_split, read_fixations, stavis_videos)
 from avrsp.data.synth import PALETTE, SynthConfig, generate_video, video_kinds, write_dataset
 from avrsp.media import MediaWarning, iter_frames, read_audio
 
@@ -178,7 +178,7 @@ def test_stavis_training_samples_are_aligned(synth):
     (so a target one frame off cannot pass)."""
     from scipy.io import loadmat
 
-    from avrsp.data.datasets import resize_fixations
+    from avrsp.data.clips import resize_fixations
     from avrsp.media import resize_map
 
     root, meta = synth

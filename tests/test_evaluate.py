@@ -13,7 +13,8 @@ from avrsp.checkpoint import CheckpointError, load_model, save_model
 from avrsp.cli import main
 from avrsp.data.datasets import stavis_videos
 from avrsp.data.synth import SynthConfig, write_dataset
-from avrsp.inference import predict_frames, prepare, windows
+from avrsp.graph import prepare
+from avrsp.inference import predict_frames, windows
 from avrsp.media import clip_audio, frame_span
 
 CFG = SynthConfig(videos=3, frames=14, height=64, width=96, fps=15.0, seed=1)
@@ -78,7 +79,7 @@ def test_predict_frames_equals_direct_model_calls(data, ckpt):
     video = stavis_videos(data / "stavis", "SynthAV", "test", 1)[0]
     got = dict(predict_frames(model, video.frames, len(video), video.fps, video.audio, batch=3))
     assert sorted(got) == list(range(len(video)))
-    from avrsp.data.datasets import to_model_frames
+    from avrsp.data.clips import to_model_frames
 
     for w in (list(windows(len(video), T))[1], list(windows(len(video), T))[-1]):
         clip = to_model_frames(video.frames.read(list(w.indices)), (64, 96))[None]

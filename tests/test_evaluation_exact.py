@@ -22,7 +22,8 @@ from avrsp import metrics
 from avrsp.checkpoint import load_model, save_model
 from avrsp.cli import main
 from avrsp.data.synth import SynthConfig, write_dataset
-from avrsp.inference import model_inputs, prepare
+from avrsp.graph import prepare
+from avrsp.inference import model_inputs
 from avrsp.runtime import default_streams, in_streams
 from avrsp.media import SOUNDNET_RATE, clip_audio, read_audio, resize_rgb
 

@@ -20,9 +20,10 @@ from scipy.ndimage import gaussian_filter
 from avrsp.cli import main
 from avrsp.data.datasets import DataError, stavis_videos
 from avrsp.data.from_gaze import FromGazeConfig, build
-from avrsp.data.gaze import (DensityMaps, Recording, Screen, fixation_mask, load_screen, parse_blur, read_asc,
-                             read_csv, read_edf, viewer_points)
-from avrsp.data.synth import GAZE_SCREEN, SynthConfig, gaze_rect, generate_video, write_dataset
+from avrsp.data.gaze import DensityMaps, Screen, fixation_mask, load_screen, parse_blur, viewer_points
+from avrsp.data.recordings import Recording, read_asc, read_csv, read_edf
+from avrsp.data.synth import SynthConfig, generate_video, write_dataset
+from avrsp.data.synth_gaze import GAZE_SCREEN, gaze_rect
 
 REPO = Path(__file__).resolve().parents[1]
 

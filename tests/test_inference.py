@@ -19,8 +19,8 @@ import avrsp
 from avrsp.checkpoint import load_model
 from avrsp.config import ConfigError
 from avrsp.data.synth import SynthConfig, generate_video
-from avrsp.inference import (GraphedForward, model_inputs, predict_frames, predict_frames_with_relevance, prepare,
-                             uses_channels_last)
+from avrsp.graph import GraphedForward, prepare, uses_channels_last
+from avrsp.inference import model_inputs, predict_frames, predict_frames_with_relevance
 from avrsp.runtime import (_MALLOC_ENV, Background, default_streams, in_streams, native_bf16, prefetch, resolve_device,
                            resolve_precision)
 from avrsp.media import resize_map, resize_rgb

@@ -285,7 +285,7 @@ def test_the_next_video_opens_while_this_ones_windows_run(relevant_videos, tmp_p
 def test_heatmap_colours_are_matplotlibs_jet_and_the_overlay_blends_them():
     from matplotlib import colormaps
 
-    from avrsp.predict import colormap, overlay
+    from avrsp.media import colormap, overlay
 
     def jet(m):
         return (colormaps["jet"](np.clip(m, 0, 1))[..., :3] * 255).astype(np.uint8)
@@ -439,3 +439,45 @@ def test_evaluate_figure_and_visualize_grid(tmp_path, capsys):
                  "--out", str(fig)]) == 0
     w, h = Image.open(fig).size
     assert w > h > 100
+
+
+def test_every_below_one_is_refused_in_one_line_before_any_output(tmp_path, capsys):
+    """`--every 0` would divide the video into no windows; it is refused by the one check
+    (the Predictor's), as one CLI line naming the option, and nothing is written."""
+    rc = main(["predict", str(demo_video()), "--every", "0", "--out", str(tmp_path / "out")])
+    assert rc == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["avrsp: error: --every 0: must be 1 (every frame) or more"]
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="--every -2"):
+        Predictor(None, device="cpu", every=-2)
+
+
+def test_an_extra_output_gets_every_frame_and_is_moved_in_with_the_maps(tmp_path):
+    """`predict_to_folder(extra=...)` (what serve adds, docs/predict.md): each frame, in
+    order, with its map and decoded frame at the video's size, then one close, inside the
+    folder that becomes `out`."""
+    from avrsp.predict import FrameOutput, predict_to_folder
+
+    seen, closed = [], []
+
+    class Record(FrameOutput):
+        needs_frame = True
+
+        def __init__(self, path):
+            self.path = path
+
+        def add(self, k, m, frame, ret):
+            seen.append((k, m.shape, frame.shape))
+
+        def close(self):
+            closed.append(self.path.parent.name)
+            self.path.write_text(str(len(seen)))
+
+    video = demo_video()
+    info = probe(video)
+    r = predict_to_folder(Predictor(None, device="cpu", precision="fp32"), video, tmp_path / "out", progress=False,
+                          overlay_video=False, extra=lambda folder, _: [Record(folder / "n.txt")])
+    assert r.frames == info.frames and [k for k, _, _ in seen] == list(range(r.frames))
+    assert {(s, f) for _, s, f in seen} == {((info.height, info.width), (info.height, info.width, 3))}
+    assert closed == ["out.partial"] and (tmp_path / "out" / "n.txt").read_text() == str(r.frames)
+    assert len(list((tmp_path / "out" / "maps").glob("*.png"))) == r.frames

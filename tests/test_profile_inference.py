@@ -6,7 +6,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import avrsp
-from avrsp.inference import prepare
+from avrsp.graph import prepare
 from avrsp.models.fold import ConvReLU
 
 

@@ -162,7 +162,7 @@ def test_a_video_stream_that_starts_late_keeps_the_click_in_place(predictor, tmp
 
 def test_a_sound_the_encoder_refuses_costs_the_sound_not_the_video(predictor, tmp_path, monkeypatch, capsys):
     source = make_video(tmp_path / "in.mkv", "matroska", "libx264", "yuv420p", "pcm_s16le", 16000, "mono")
-    monkeypatch.setattr("avrsp.predict._aac_opens", lambda rate, layout: "Invalid argument")
+    monkeypatch.setattr("avrsp.media.write._aac_opens", lambda rate, layout: "Invalid argument")
     assert main(["predict", str(source), "--out", str(tmp_path / "a"), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert err.count("without sound") == 1 and "Invalid argument" in err and "Traceback" not in err
@@ -177,7 +177,7 @@ def test_a_sound_that_fails_while_written_is_dropped_with_one_warning(predictor,
     def broken(self, container, out, stream):
         raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
 
-    monkeypatch.setattr("avrsp.predict._SoundTrack.write", broken)
+    monkeypatch.setattr("avrsp.media.write._SoundTrack.write", broken)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         predict_to_folder(predictor, source, tmp_path / "out", progress=False)

@@ -359,7 +359,8 @@ def test_validation_reports_the_benchmark_metrics(synth, tmp_path):
     to the full-resolution ground truth with MATLAB's imresize, post-processed for the
     audio-visual datasets, left out where the frame has no usable ground truth."""
     from avrsp import metrics
-    from avrsp.data.datasets import ClipDataset, stavis_videos
+    from avrsp.data.clips import ClipDataset
+    from avrsp.data.datasets import stavis_videos
     from avrsp.loss import SaliencyLoss
     from avrsp.data.loader import collate
     from avrsp.distributed import Dist

@@ -315,7 +315,7 @@ def record_path(study: StudyConfig, name: str, seed: int) -> Path:
 def score_run(study: StudyConfig, model_file: Path) -> tuple[dict, float]:
     from .ablate_score import score_model
     from .checkpoint import load_model
-    from .inference import prepare
+    from .graph import prepare
 
     t = time.time()
     model = prepare(load_model(model_file), study.device, "fp32")

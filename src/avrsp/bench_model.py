@@ -15,7 +15,7 @@ import torch
 
 import avrsp
 from avrsp.info import measure
-from avrsp.inference import prepare
+from avrsp.graph import prepare
 from avrsp.runtime import resolve_precision
 from avrsp.models import to_channels_last_3d
 

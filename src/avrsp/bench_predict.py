@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from avrsp.bench_model import inputs, sync
-from avrsp.inference import predict_frames, prepare
+from avrsp.graph import prepare
+from avrsp.inference import predict_frames
 from avrsp.runtime import default_streams, in_streams
 
 FPS = 15.0
@@ -133,8 +134,8 @@ def output_costs(predictor, path: Path) -> dict[str, float]:
     ``path``; and the model's own CPU and wall milliseconds per frame on frames already
     decoded. What the parts add up to, against the CPU time the model leaves its cores
     idle, is what the end-to-end ratio can reach on a machine whose cores the model uses."""
-    from avrsp.media import iter_frames, probe, read_audio, resize_map, write_map_png
-    from avrsp.predict import OverlayWriter, encoder_threads, overlay
+    from avrsp.media import (OverlayWriter, encoder_threads, iter_frames, overlay, probe, read_audio, resize_map,
+                             write_map_png)
 
     cfg = predictor.config
     size, fps = (cfg.height, cfg.width), probe(path).fps or 25.0

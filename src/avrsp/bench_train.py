@@ -25,7 +25,8 @@ def train_pipeline(device: str, log) -> dict:
     MPEG-4 video (DHF1K's release layout), and the clips per second a training step of
     ``avrsp`` at batch 4 consumes on ``device``; ``workers_needed`` is the second over
     the slower of the first two."""
-    from avrsp.data.datasets import ClipDataset, dhf1k_videos, stavis_videos
+    from avrsp.data.clips import ClipDataset
+    from avrsp.data.datasets import dhf1k_videos, stavis_videos
     from avrsp.data.synth import SynthConfig, write_dataset
 
     out: dict = {}

@@ -1,9 +1,9 @@
 """The evaluation protocol behind the paper's tables (docs/evaluation.md).
 
 ``evaluate`` runs model files over a dataset's test videos with sliding windows and
-scores every frame. ``score`` scores a folder of someone else's predicted maps the same
-way. Averages go per video first, then over videos (the audio-visual tables). DHF1K's
-frame average is reported beside it.
+scores every frame; :mod:`avrsp.prediction_folders` scores a folder of someone else's
+predicted maps the same way. Averages go per video first, then over videos (the
+audio-visual tables). DHF1K's frame average is reported beside it.
 
 Work is saved per video, atomically, under the output folder:
 
@@ -24,7 +24,6 @@ import csv
 import hashlib
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -245,9 +244,7 @@ def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess:
     import torch
     from tqdm import tqdm
 
-    from .checkpoint import load_model
     from .distributed import Dist
-    from .inference import predict_frames
     from .runtime import Runtime
 
     dist = dist or Dist()
@@ -271,21 +268,7 @@ def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess:
     for item in todo:
         score_path = out / "videos" / f"{item.key}.json"
         cache = out / "cache" / f"{item.key}.npy"
-        if cache.is_file():
-            preds = np.load(cache)
-        else:
-            if item.checkpoint not in models:
-                models[item.checkpoint] = runtime.prepare(load_model(item.checkpoint))
-            model = models[item.checkpoint]
-            bar.set_description(item.key)
-            maps = []
-            for _, m in predict_frames(model, item.video.frames, len(item.video), item.video.fps,
-                                       item.video.audio if model.config.audio else None, batch=runtime.batch,
-                                       streams=runtime.streams):
-                maps.append(m)
-                bar.update(1)
-            preds = np.stack(maps)
-            atomic_write(cache, lambda tmp, preds=preds: np.save(open(tmp, "wb"), preds))
+        preds = np.load(cache) if cache.is_file() else _predict_item(item, cache, models, runtime, bar)
         if save_maps:
             _save_maps(out, item, preds)
         if figure and len(figure_rows) < 3 * FIGURE_VIDEOS:
@@ -308,141 +291,25 @@ def run_evaluation(items: list[Item], out: Path, *, settings: dict, postprocess:
     return records
 
 
-# ------------------------------------------------------------------ scoring other models' maps
+def _predict_item(item: Item, cache: Path, models: dict, runtime, bar) -> np.ndarray:
+    """The item's maps (n × model size), its model loaded once into ``models``, saved to
+    ``cache`` before they are scored."""
+    from .checkpoint import load_model
+    from .inference import predict_frames
 
-_NUM = re.compile(r"(\d+)(?!.*\d)")
-PREDICTION_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-
-
-def prediction_files(folder: Path) -> dict[int, list[Path]]:
-    """The number in each image's name (its last digits) → the files carrying it."""
-    out: dict[int, list[Path]] = {}
-    for p in sorted(folder.iterdir()):
-        if p.suffix.lower() in PREDICTION_SUFFIXES:
-            m = _NUM.search(p.stem)
-            if m:
-                out.setdefault(int(m.group(1)), []).append(p)
-    return out
-
-
-def _check_duplicates(folder: Path, files: dict[int, list[Path]]) -> None:
-    dupes = {num: ps for num, ps in files.items() if len(ps) > 1}
-    if dupes:
-        num, ps = min(dupes.items())
-        raise EvalError(f"{folder}: {len(dupes)} frame number(s) have more than one file, e.g. "
-                        f"{ps[0].name} and {ps[1].name} (both number {num}); keep one file per frame")
-
-
-def _first_number(where: Path, found: dict[str, tuple[dict[int, list[Path]], int]]) -> int:
-    """0 or 1, from what the files of every video say (see :func:`read_predictions`)."""
-    zero = [key for key, (files, _) in found.items() if 0 in files]
-    one = [key for key, (files, n) in found.items() if files and max(files) >= n]
-    both = sorted(set(zero) & set(one))
-    if both:
-        n = found[both[0]][1]
-        raise EvalError(f"{where}: {both[0]} has files numbered 0 and {n}: more numbers than its {n} frames; "
-                        f"pass --first-frame 0 or 1")
-    if zero and one:
-        raise EvalError(f"{where}: some videos are numbered from 0 (e.g. {zero[0]}), others from 1 "
-                        f"(e.g. {one[0]}); number every video alike, or pass --first-frame")
-    if not (zero or one):
-        raise EvalError(f"{where}: cannot tell whether file numbers start at 0 or 1 (no file is numbered 0, "
-                        f"none numbered like a video's last frame); expected <…N>.png with N = 1…n (as "
-                        f"eyeMap_00001.png) or 0…n−1; pass --first-frame 0 or 1")
-    return 0 if zero else 1
-
-
-def folder_frames(folder: Path, n: int, first: int | None = None) -> dict[int, Path]:
-    """Frame (0-based) → image of one video's folder of maps, numbered as
-    :func:`read_predictions` reads them."""
-    files = prediction_files(folder)
-    _check_duplicates(folder, files)
-    first = _first_number(folder, {folder.name: (files, n)}) if first is None else first
-    return {num - first: ps[0] for num, ps in files.items() if 0 <= num - first < n}
-
-
-@dataclass
-class PredictionIndex:
-    """What ``read_predictions`` found: per item key, frame (0-based) → file; the
-    numbering it used; the frames without a prediction and the files it ignored."""
-
-    files: dict[str, dict[int, Path]]
-    first: int
-    inferred: bool
-    missing: list[tuple[str, int]]
-    extra: list[Path]
-
-    def summary(self) -> list[str]:
-        n = sum(len(f) for f in self.files.values())
-        how = "inferred" if self.inferred else "as given"
-        lines = [f"read {n} prediction file(s) for {len(self.files)} video(s); file numbers start at "
-                 f"{self.first} ({how}): frame 1 is number {self.first}"]
-        if self.missing:
-            key, k = self.missing[0]
-            lines.append(f"missing predictions: {len(self.missing)} frame(s), e.g. {key} frame {k + 1} "
-                         f"(number {k + self.first}); those frames are left out")
-        if self.extra:
-            lines.append(f"ignored: {len(self.extra)} file(s) numbered past their video's frames, e.g. "
-                         f"{self.extra[0]}")
-        return lines
-
-
-def read_predictions(pred_dir: Path, items: list[Item], first: int | None = None) -> PredictionIndex:
-    """Index the predicted maps ``PRED_DIR/[<dataset>/]<video>/<…N>.png`` of every item.
-
-    N is the last number in a file's name. Whether N counts frames from 0 or from 1 is
-    inferred from the files only when they say so: a video with a file numbered 0 is
-    numbered from 0, one with a file numbered n (its frame count) from 1. If no video
-    says, or videos disagree, it is an error asking for ``first``. Two files with one
-    number are an error naming both.
-    """
-    found: dict[str, tuple[dict[int, list[Path]], int]] = {}
-    for item in items:
-        folder = next((d for d in (pred_dir / item.dataset / item.video.name, pred_dir / item.video.name)
-                       if d.is_dir()), None)
-        if folder is None:
-            raise EvalError(f"{pred_dir}: no predictions for {item.dataset}/{item.video.name} "
-                            f"(expected {pred_dir / item.video.name}/)")
-        files = prediction_files(folder)
-        _check_duplicates(folder, files)
-        found[item.key] = (files, len(item.video))
-    inferred = first is None
-    if first is None:
-        first = _first_number(pred_dir, found)
-    index = PredictionIndex({}, first, inferred, [], [])
-    for key, (files, n) in found.items():
-        index.files[key] = {num - first: ps[0] for num, ps in files.items() if 0 <= num - first < n}
-        index.extra += [ps[0] for num, ps in sorted(files.items()) if not 0 <= num - first < n]
-        index.missing += [(key, k) for k in range(n) if k not in index.files[key]]
-    return index
-
-
-def score_folder(index: PredictionIndex, items: list[Item], *, postprocess: bool, seed: int = 0,
-                 progress: bool = True) -> list[dict]:
-    """Score the predicted maps ``read_predictions`` indexed, exactly as ``evaluate`` scores
-    its own. An unreadable prediction is reported once and left out like a missing one."""
-    from tqdm import tqdm
-
-    from .data.datasets import read_map
-
-    records = []
-    for item in tqdm(items, unit="video", disable=not progress):
-        files = index.files[item.key]
-
-        def pred(k: int, files=files) -> np.ndarray | None:
-            if k not in files:
-                return None
-            try:
-                return read_map(files[k]).astype(np.float64)
-            except DataError as e:
-                import warnings
-
-                warnings.warn(f"{e}; frame left out", EvalWarning, stacklevel=2)
-                return None
-
-        record = score_video(item.video, pred, postprocess=postprocess, seed=seed)
-        records.append({**record, "dataset": item.dataset, "split": item.split})
-    return records
+    if item.checkpoint not in models:
+        models[item.checkpoint] = runtime.prepare(load_model(item.checkpoint))
+    model = models[item.checkpoint]
+    bar.set_description(item.key)
+    maps = []
+    for _, m in predict_frames(model, item.video.frames, len(item.video), item.video.fps,
+                               item.video.audio if model.config.audio else None, batch=runtime.batch,
+                               streams=runtime.streams):
+        maps.append(m)
+        bar.update(1)
+    preds = np.stack(maps)
+    atomic_write(cache, lambda tmp: np.save(open(tmp, "wb"), preds))
+    return preds
 
 
 # ------------------------------------------------------------------ reports
@@ -558,6 +425,5 @@ def plan_or_fail(data: Path, dataset: str, split: str, checkpoints: Sequence[Pat
     return items
 
 
-__all__ = ["EvalError", "EvalWarning", "Item", "PredictionIndex", "aggregate", "default_postprocess", "folder_frames",
-           "markdown", "plan", "plan_or_fail", "read_predictions", "run_evaluation", "score_folder", "score_video",
-           "video_kinds", "write_reports"]
+__all__ = ["EvalError", "EvalWarning", "Item", "aggregate", "default_postprocess", "markdown", "plan", "plan_or_fail",
+           "run_evaluation", "score_video", "video_kinds", "write_reports"]

@@ -117,7 +117,7 @@ class Runtime:
 
     ``device``: auto (CUDA when present), cpu, cuda, cuda:N. ``precision``: auto, fp32,
     bf16 (:func:`resolve_precision`); in inference bf16 casts the weights
-    (:func:`avrsp.inference.prepare`), where training's bf16 is autocast. ``batch``:
+    (:func:`avrsp.graph.prepare`), where training's bf16 is autocast. ``batch``:
     windows per forward pass (None: :func:`default_batch`). ``streams``: forward passes
     at once (None: :func:`default_streams` of the prepared model). ``graphs``: replay the
     forward pass from CUDA graphs (None: off)."""
@@ -145,8 +145,8 @@ class Runtime:
                                    batch=self.batch or default_batch(device))
 
     def prepare(self, model):
-        """:func:`avrsp.inference.prepare` of ``model`` for this runtime (resolved first)."""
-        from .inference import prepare
+        """:func:`avrsp.graph.prepare` of ``model`` for this runtime (resolved first)."""
+        from .graph import prepare
 
         rt = self.resolve()
         return prepare(model, rt.device, rt.precision, graphs=rt.graphs)

@@ -196,7 +196,7 @@ class _Run:
                          if cfg.precision == "bf16" else contextlib.nullcontext)
 
     def _data(self, train_videos, val_videos) -> None:
-        from .data.datasets import ClipDataset
+        from .data.clips import ClipDataset
 
         cfg, size = self.cfg, (self.cfg.model.height, self.cfg.model.width)
         self.train_set = ClipDataset(train_videos, cfg.model.frames, size, audio=cfg.model.audio,

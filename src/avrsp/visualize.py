@@ -84,7 +84,7 @@ def relevance_figure(frame: np.ndarray, rows: dict[str, tuple[np.ndarray, np.nda
     Ret_V. Ret maps share one colour scale across conditions, so brighter means more
     relevant, comparably between rows."""
     plt = _plt()
-    from .predict import overlay
+    from .media import overlay
 
     all_ret = np.concatenate([np.concatenate([a.ravel(), v.ravel()]) for _, a, v in rows.values()])
     lo, hi = float(all_ret.min()), float(all_ret.max())
@@ -108,7 +108,8 @@ def clip_relevance(model, video: Path, frame: int, audio_source: Path | None = N
     the video's own sound or the sound of ``audio_source`` (e.g. unrelated music)."""
     import torch
 
-    from .data.datasets import VideoFileFrames, to_model_frames
+    from .data.clips import to_model_frames
+    from .data.datasets import VideoFileFrames
     from .inference import window
     from .media import probe, read_audio
 

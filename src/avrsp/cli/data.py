@@ -74,7 +74,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 def cmd_data_from_gaze(args: argparse.Namespace) -> int:
     from ..data.from_gaze import FromGazeConfig, build, viewer_summary
-    from ..data.gaze import load_screen, read_recordings
+    from ..data.gaze import load_screen
+    from ..data.recordings import read_recordings
     from ..predict import collect_videos
 
     screen = load_screen(args.screen, resolution=args.resolution, size_cm=args.screen_cm,

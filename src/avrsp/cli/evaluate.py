@@ -75,7 +75,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from ..evaluate import EvalError, default_postprocess, plan_or_fail, read_predictions, score_folder
+    from ..evaluate import EvalError, default_postprocess, plan_or_fail
+    from ..prediction_folders import read_predictions, score_folder
 
     args.split_resolved = args.split or "1"
     n_models = 3 if args.split_resolved == "all" else 1

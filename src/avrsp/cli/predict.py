@@ -15,8 +15,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..predict import Predictor, built_in_notice, collect_videos, predict_to_folders
 
     videos = collect_videos(args.videos)
-    if args.every < 1:
-        raise ConfigError(f"--every {args.every}: must be 1 (every frame) or more")
     device = process_device(args.device)  # under torchrun: this process's GPU, or its share of the CPU
     dist = setup_distributed(device)
     predictor = Predictor(model_file(args.checkpoint), every=args.every, runtime=runtime_from_args(args, str(device)))
@@ -57,7 +55,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_visualize_grid(args: argparse.Namespace) -> int:
     from ..data.datasets import read_map
-    from ..evaluate import folder_frames
+    from ..prediction_folders import folder_frames
     from ..visualize import comparison_grid
 
     videos = [v for part in ("test", "train", "val") for v in _try_split(args.data, args.dataset, part, args.split)

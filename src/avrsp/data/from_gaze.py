@@ -31,8 +31,9 @@ from PIL import Image
 
 from ..media import SOUNDNET_RATE, iter_frames, probe, read_audio
 from .datasets import DataError
-from .gaze import (PER_FRAME, TIME_ORIGINS, Blur, DensityMaps, Dropped, Recording, Screen, fixation_mask,
-                   parse_blur, viewer_points)
+from .gaze import (PER_FRAME, TIME_ORIGINS, Blur, DensityMaps, Dropped, Screen, fixation_mask, parse_blur,
+                   viewer_points)
+from .recordings import Recording
 
 META_NAME = "gaze.json"
 FORMAT = "avrsp-from-gaze/1"
@@ -165,9 +166,51 @@ class _Job:
     dhf1k: str | None     # "<split>/<id>" when the DHF1K layout is written
 
 
+def _gaze_points(job: _Job, starts: np.ndarray, end: float, rect, size: tuple[int, int]
+                 ) -> tuple[np.ndarray, dict[str, dict]]:
+    """Every viewer's (frame, row, column) points in frame order, and what was dropped of
+    each viewer's samples."""
+    viewers = {}
+    points = []
+    for rec in sorted(job.recordings, key=lambda r: r.viewer):
+        in_fix = fixation_mask(rec, job.screen) if job.cfg.per_frame == "fixations" else None
+        f, r, c, dropped = viewer_points(rec, starts, end, job.screen, rect, size, job.cfg.per_frame, in_fix)
+        viewers[rec.viewer] = asdict(dropped)
+        points.append(np.stack([f, r, c], 1))
+    pts = np.concatenate(points) if points else np.zeros((0, 3), np.int64)
+    return pts[np.argsort(pts[:, 0], kind="stable")], viewers
+
+
+def _write_maps(job: _Job, pts: np.ndarray, n: int, size: tuple[int, int], sigma: float, d_ann: Path | None,
+                d_dhf: Path | None) -> int:
+    """Each frame's fixation map and density map in each layout asked for (STAViS's
+    ``d_ann``, DHF1K's ``d_dhf``); the number of frames nobody looked at."""
+    from scipy.io import savemat
+
+    h, w = size
+    bounds = np.searchsorted(pts[:, 0], np.arange(n + 1))
+    density = DensityMaps((h, w), sigma)
+    fix = np.zeros((h, w), bool)
+    empty = 0
+    for k in range(n):
+        p = pts[bounds[k]:bounds[k + 1]]
+        fix[:] = False
+        fix[p[:, 1], p[:, 2]] = True
+        empty += not len(p)
+        cells = np.unique(p[:, 1] * w + p[:, 2])  # two viewers on one pixel make one fixation
+        m = density.points(cells // w, cells % w)
+        if d_ann is not None:
+            (d_ann / "maps" / f"eyeMap_{k + 1:05d}.jpg").write_bytes(_jpeg(m, MAP_QUALITY))
+            savemat(d_ann / f"fixMap_{k + 1:05d}.mat", {"eyeMap": fix.astype(np.uint8)}, do_compression=True)
+        if d_dhf is not None:
+            (d_dhf / "maps" / f"{k + 1:04d}.png").write_bytes(_png(m))
+            (d_dhf / "fixation" / f"{k + 1:04d}.png").write_bytes(_png(fix.astype(np.uint8) * 255))
+    return empty
+
+
 def convert_video(job: _Job) -> dict:
     """Write one video's frames, sound, fixations and maps; return its metadata."""
-    from scipy.io import savemat, wavfile
+    from scipy.io import wavfile
 
     cfg, name = job.cfg, job.name
     stavis = job.root / "stavis"
@@ -203,32 +246,8 @@ def convert_video(job: _Job) -> dict:
     rect = job.screen.rect(name, w, h)
     sigma = job.blur.sigma_px(w, rect[2], job.screen)
 
-    viewers = {}
-    points = []
-    for rec in sorted(job.recordings, key=lambda r: r.viewer):
-        in_fix = fixation_mask(rec, job.screen) if cfg.per_frame == "fixations" else None
-        f, r, c, dropped = viewer_points(rec, starts, end, job.screen, rect, (h, w), cfg.per_frame, in_fix)
-        viewers[rec.viewer] = asdict(dropped)
-        points.append(np.stack([f, r, c], 1))
-    pts = np.concatenate(points) if points else np.zeros((0, 3), np.int64)
-    pts = pts[np.argsort(pts[:, 0], kind="stable")]
-    bounds = np.searchsorted(pts[:, 0], np.arange(n + 1))
-    density = DensityMaps((h, w), sigma)
-    fix = np.zeros((h, w), bool)
-    empty = 0
-    for k in range(n):
-        p = pts[bounds[k]:bounds[k + 1]]
-        fix[:] = False
-        fix[p[:, 1], p[:, 2]] = True
-        empty += not len(p)
-        cells = np.unique(p[:, 1] * w + p[:, 2])  # two viewers on one pixel make one fixation
-        m = density.points(cells // w, cells % w)
-        if "stavis" in cfg.layouts:
-            (d_ann / "maps" / f"eyeMap_{k + 1:05d}.jpg").write_bytes(_jpeg(m, MAP_QUALITY))
-            savemat(d_ann / f"fixMap_{k + 1:05d}.mat", {"eyeMap": fix.astype(np.uint8)}, do_compression=True)
-        if d_dhf is not None:
-            (d_dhf / "maps" / f"{k + 1:04d}.png").write_bytes(_png(m))
-            (d_dhf / "fixation" / f"{k + 1:04d}.png").write_bytes(_png(fix.astype(np.uint8) * 255))
+    pts, viewers = _gaze_points(job, starts, end, rect, (h, w))
+    empty = _write_maps(job, pts, n, (h, w), sigma, d_ann if "stavis" in cfg.layouts else None, d_dhf)
 
     audio = read_audio(job.path, SOUNDNET_RATE, warn=False)
     if audio is not None and "stavis" in cfg.layouts:

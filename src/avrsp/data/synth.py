@@ -40,13 +40,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-import av
 import numpy as np
 from PIL import Image
 from scipy.io import savemat, wavfile
 from scipy.ndimage import gaussian_filter, zoom
 
 from ..media import SOUNDNET_RATE
+from ..media import write_mp4 as media_write_mp4
 
 DB_NAME = "SynthAV"
 
@@ -368,30 +368,9 @@ def folds(kinds: list[str]) -> list[int]:
 
 
 def write_mp4(path: Path, video: SynthVideo, cfg: SynthConfig) -> None:
-    """``video`` as an H.264 (CRF 18) MP4 at ``path``, with its sound as mono AAC at
-    ``cfg.sample_rate`` when it has one: the file ``avrsp synth`` writes, for tests and
-    benchmarks that need one video. Written beside ``path`` and moved into place."""
-    from fractions import Fraction
-
-    tmp = path.with_suffix(".tmp.mp4")
-    with av.open(str(tmp), "w") as out:
-        vs = out.add_stream("libx264", rate=Fraction(cfg.fps).limit_denominator(1001))
-        vs.width, vs.height, vs.pix_fmt = cfg.width, cfg.height, "yuv420p"
-        vs.options = {"crf": "18", "preset": "veryfast"}
-        if video.audio is not None:  # streams are all added before the first packet
-            a_s = out.add_stream("aac", rate=cfg.sample_rate)
-            a_s.layout = "mono"
-        for img in video.frames:
-            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(p)
-        for p in vs.encode(None):
-            out.mux(p)
-        if video.audio is not None:
-            frame = av.AudioFrame.from_ndarray(video.audio[None, :], format="fltp", layout="mono")
-            frame.sample_rate = cfg.sample_rate
-            for p in [*a_s.encode(frame), *a_s.encode(None)]:
-                out.mux(p)
-    tmp.replace(path)
+    """``video`` as the MP4 file ``avrsp synth`` writes (:func:`avrsp.media.write_mp4`), for
+    tests and benchmarks that need one video."""
+    media_write_mp4(path, video.frames, cfg.fps, video.audio, cfg.sample_rate)
 
 
 def write_dataset(root: str | Path, cfg: SynthConfig, *, overwrite: bool = False, progress=None) -> dict:
@@ -449,6 +428,8 @@ def _write(root: Path, cfg: SynthConfig, progress) -> dict:
         if cfg.mp4:
             write_mp4(mp4s / f"{v.name}.mp4", v, cfg)
         if cfg.gaze_csv:
+            from .synth_gaze import write_gaze_csv
+
             write_gaze_csv(root / "gaze" / f"{v.name}.csv", v, cfg, i)
         meta["videos"].append({
             "name": v.name, "kind": kind, "test_fold": test_fold[i], "dhf1k": f"{split}/{dhf_id}",
@@ -465,72 +446,8 @@ def _write(root: Path, cfg: SynthConfig, progress) -> dict:
             text = "".join(f"{n} {cfg.frames} {cfg.fps:g}\n" for n in names)
             (lists / f"{DB_NAME}_list_{part}_{fold}_fps.txt").write_text(text)
     if cfg.gaze_csv:
+        from .synth_gaze import GAZE_SCREEN
+
         (root / "gaze" / "screen.json").write_text(json.dumps(GAZE_SCREEN, indent=1))
     (root / "synth.json").write_text(json.dumps(meta))
     return meta
-
-
-# ------------------------------------------------------------------ raw gaze (``gaze_csv``)
-
-#: The simulated study's screen: 4:3, so that a 16:9 video fitted to it has letterbox bars
-#: (docs/datasets.md, "Your own eye-tracking data").
-GAZE_SCREEN = {"resolution": [1280, 960], "size_cm": [40.0, 30.0], "distance_cm": 60.0, "video_rect": "fit"}
-GAZE_RATE = 250.0          # samples per second, a tracker's rate
-GAZE_NOISE = 0.15          # σ of the samples around their frame's point, in video pixels
-GAZE_BLINKS_PER_S = 0.3
-GAZE_BLINK_S = (0.08, 0.2)
-GAZE_GLITCH = 0.01         # share of samples thrown off the screen (reflections, lost pupil)
-GAZE_IN_BARS = 0.005       # share of samples on the letterbox bars, on the screen but off the video
-GAZE_MARGIN_S = 0.2        # the recording starts before the video's onset and ends after its end
-
-
-def gaze_rect(cfg: SynthConfig) -> tuple[float, float, float, float]:
-    """Where the video is shown on :data:`GAZE_SCREEN`: fitted, centred (left, top, width, height)."""
-    sw, sh = GAZE_SCREEN["resolution"]
-    scale = min(sw / cfg.width, sh / cfg.height)
-    return (sw - cfg.width * scale) / 2, (sh - cfg.height * scale) / 2, cfg.width * scale, cfg.height * scale
-
-
-def gaze_samples(video: SynthVideo, cfg: SynthConfig, index: int) -> list[dict[str, np.ndarray]]:
-    """Each viewer's raw samples at :data:`GAZE_RATE`: times (s from the video's onset,
-    rounded to 0.1 ms), screen x, y (NaN in blinks) and validity. A sample taken while
-    frame k is shown lies at that viewer's fixation pixel of frame k (its centre, plus
-    noise of σ = :data:`GAZE_NOISE` video pixels), as the tracker would see a viewer who
-    holds still within a frame; blinks hide the eye for 80–200 ms; a few samples fly off
-    the screen or land on the letterbox bars. The samples draw from a stream of their own
-    (seed, index, 2), so the video's pictures, sound and maps do not change."""
-    rng = np.random.default_rng([cfg.seed, index, 2])
-    left, top, rw, rh = gaze_rect(cfg)
-    sx, sy = rw / cfg.width, rh / cfg.height
-    duration = cfg.frames / cfg.fps
-    starts = np.arange(cfg.frames) / cfg.fps
-    out = []
-    for i in range(cfg.viewers):
-        t = np.arange(-GAZE_MARGIN_S, duration + GAZE_MARGIN_S, 1 / GAZE_RATE) + rng.uniform(0, 1 / GAZE_RATE)
-        t = np.round(t, 4)
-        k = np.clip(np.searchsorted(starts, t, side="right") - 1, 0, cfg.frames - 1)
-        row, col = video.gaze[k, i, 0], video.gaze[k, i, 1]
-        x = left + (col + 0.5 + rng.normal(0, GAZE_NOISE, len(t))) * sx
-        y = top + (row + 0.5 + rng.normal(0, GAZE_NOISE, len(t))) * sy
-        valid = np.ones(len(t), bool)
-        n_blinks = rng.poisson(GAZE_BLINKS_PER_S * (t[-1] - t[0]))
-        for onset, length in zip(rng.uniform(t[0], t[-1], n_blinks), rng.uniform(*GAZE_BLINK_S, n_blinks)):
-            valid[(t >= onset) & (t < onset + length)] = False
-        glitch = rng.uniform(size=len(t)) < GAZE_GLITCH
-        x[glitch] = np.where(rng.uniform(size=int(glitch.sum())) < 0.5, -40.0, GAZE_SCREEN["resolution"][0] + 40.0)
-        bars = ~glitch & (rng.uniform(size=len(t)) < GAZE_IN_BARS)
-        y[bars] = top / 2 if top > 0 else y[bars]
-        x[~valid], y[~valid] = np.nan, np.nan
-        out.append({"t": t, "x": x, "y": y, "valid": valid})
-    return out
-
-
-def write_gaze_csv(path: Path, video: SynthVideo, cfg: SynthConfig, index: int) -> None:
-    """The viewers' raw gaze as the plain CSV of docs/datasets.md: viewer,time,x,y,valid
-    (time in seconds from the video's onset; x, y in screen pixels, empty in blinks)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["viewer,time,x,y,valid"]
-    for i, s in enumerate(gaze_samples(video, cfg, index)):
-        for t, x, y, ok in zip(s["t"], s["x"], s["y"], s["valid"]):
-            lines.append(f"v{i:02d},{t:.4f},{x:.2f},{y:.2f},1" if ok else f"v{i:02d},{t:.4f},,,0")
-    path.write_text("\n".join(lines) + "\n")

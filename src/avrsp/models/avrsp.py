@@ -124,11 +124,11 @@ class AVRSP(nn.Module):
         config.validate()
         self.config = cfg = config
         self.visual = S3DBackbone(cfg.s3d_width, cfg.backbone_bn_momentum)
-        block_channels = self.visual.channels            # blocks 1..4, high → low resolution
-        dims = cfg.dims                                   # X⁰..X³, low → high resolution
+        # Every list here runs X⁰..X³, coarsest first; S3D gives its blocks finest first.
+        block_channels = self.visual.channels[::-1]
+        dims = cfg.dims
         m = cfg.bn_momentum
-        # neck[i] produces Xⁱ from S3D block 4 - i.
-        self.aspp = nn.ModuleList(ASPP(block_channels[3 - i], dims[i], cfg.aspp_rates, m) for i in range(4))
+        self.aspp = nn.ModuleList(ASPP(block_channels[i], dims[i], cfg.aspp_rates, m) for i in range(4))
         self.lip = nn.ModuleList(LIP(dims[i], m) for i in range(4))
 
         levels = cfg.pair_levels
@@ -154,8 +154,8 @@ class AVRSP(nn.Module):
         self.decoder = SaliencyDecoder(dims, m)
         #: X⁰..X³ after ASPP and LIP: channels, reduction of height and width against the
         #: clip, and the module that produces each (timm's ``feature_info``).
-        self.feature_info = [{"module": f"lip.{i}", "num_chs": dims[i], "reduction": self.visual.feature_info[3 - i]
-                              ["reduction"]} for i in range(4)]
+        self.feature_info = [{"module": f"lip.{i}", "num_chs": dims[i], "reduction": block["reduction"]}
+                             for i, block in enumerate(self.visual.feature_info[::-1])]
 
     def features(self, clip: torch.Tensor) -> list[torch.Tensor]:
         """X⁰..X³ (Section III-A): ASPP + LIP after each S3D encoder block."""
@@ -164,8 +164,8 @@ class AVRSP(nn.Module):
             mean = clip.new_tensor((0.43216, 0.394666, 0.37645)).view(1, 3, 1, 1, 1)
             std = clip.new_tensor((0.22803, 0.22145, 0.216989)).view(1, 3, 1, 1, 1)
             clip = ((clip + 1) / 2 - mean) / std
-        blocks = self.visual(clip)
-        return [self.lip[i](self.aspp[i](blocks[3 - i])) for i in range(4)]
+        blocks = self.visual(clip)[::-1]
+        return [self.lip[i](self.aspp[i](blocks[i])) for i in range(4)]
 
     def forward(self, clip: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
         return self.forward_head(self.forward_features(clip, audio), clip.shape[-2:])
@@ -175,7 +175,7 @@ class AVRSP(nn.Module):
         """``(saliency, relevance)``: the saliency of :meth:`forward`, and RAVF's Ret_A /
         Ret_V per fusion layer (``None`` for models without relevance maps,
         :func:`has_relevance`). Called directly, not through ``__call__``: module hooks
-        and :func:`avrsp.inference.prepare`'s CUDA graphs see only ``forward``."""
+        and :func:`avrsp.graph.prepare`'s CUDA graphs see only ``forward``."""
         streams, relevance = self._features(clip, audio, relevance=True)
         return self.forward_head(streams, clip.shape[-2:]), relevance
 
@@ -206,7 +206,7 @@ class AVRSP(nn.Module):
                 raise ValueError(f"model '{self.config.name}' uses audio: pass audio of shape B×1×L")
             if audio.dim() != 3 or audio.shape[1] != 1:
                 raise ValueError(f"audio must be B×1×L, got {tuple(audio.shape)}")
-            # Each part in its own dtype: inference.prepare keeps SoundNet float32 in a bf16 graph.
+            # Each part in its own dtype: graph.prepare keeps SoundNet float32 in a bf16 graph.
             fa = self.audio_net(audio.to(_dtype_of(self.audio_net, audio.dtype))).transpose(1, 2)
             fa = self.audio_proj(fa.to(_dtype_of(self.audio_proj, fa.dtype)))     # B×N_a×C
             fav, ret = self.fusion(xh[0], fa, return_relevance=relevance)

@@ -12,7 +12,7 @@ output are folded: ``nn.Sequential`` neighbours, and the pairs that a module cla
 declares (``conv_bn_relu`` triples in S3D's ``BasicConv3d`` and ``SepConv3d``,
 ``conv_bn_pairs`` in ``SoundNet8``, whose one ReLU module serves every layer). The
 training model is never changed: :func:`fold_batchnorm` and :func:`fuse_relu` work on
-what ``inference.prepare`` gives them, a copy.
+what ``graph.prepare`` gives them, a copy.
 """
 
 from __future__ import annotations
@@ -69,9 +69,8 @@ def fold_batchnorm(model: nn.Module) -> int:
 
 #: Outputs (positions × channels, before any stride) below which :class:`ConvReLU` calls the
 #: convolution and the ReLU apart: the fused operator sets up its oneDNN primitive on every
-#: call, a few µs more than the plain convolution, which a ReLU pass over fewer values does
-#: not repay (measured on 2 cores, one thread, both precisions: even at about 25 000
-#: outputs, ahead from 100 000; docs/performance.md).
+#: call, more than the plain convolution, which a ReLU pass over fewer values does not
+#: repay; the threshold lies where the two broke even on a 2-core CPU (docs/performance.md).
 FUSE_MIN_OUTPUTS = 32768
 
 
@@ -141,8 +140,8 @@ def fuse_relu(model: nn.Module) -> int:
 
 
 #: Inputs (elements) below which :class:`SeparableMaxPool3d` calls torch's own pooling:
-#: its seven operators cost more than they save on small maps (measured on 2 cores: ahead
-#: from about 150 000 elements, behind at 50 000; docs/performance.md).
+#: its seven operators cost more than they save on small maps; the threshold lies where the
+#: two broke even on a 2-core CPU (docs/performance.md).
 SEPARABLE_MIN_INPUTS = 131072
 
 

@@ -99,8 +99,8 @@ def box_sum3(x: torch.Tensor) -> torch.Tensor:
     """Σ over each position's 3×3×3 neighbourhood, zeros beyond the borders: the sums of
     ``avg_pool3d(kernel 3, stride 1, padding 1)``, as a depthwise convolution with a
     kernel of ones. It keeps the input's memory layout, runs on oneDNN's convolution
-    kernels (2.3× the shifted-add form, 3.4× ``avg_pool3d``, measured on the CPU at X³'s
-    size), and accepts maps smaller than the window."""
+    kernels (ahead of a shifted-add form and of ``avg_pool3d`` on the CPU), and accepts
+    maps smaller than the window."""
     c = x.shape[1]
     ones = torch.ones(c, 1, 3, 3, 3, dtype=x.dtype, device=x.device).contiguous(memory_format=memory_format(x))
     return F.conv3d(x, ones, padding=1, groups=c)
@@ -165,6 +165,14 @@ class LIP(nn.Module):
         return (box_sum3(x * w) / box_sum3(w)).to(x.dtype)
 
 
+#: MS's three inputs, Eq. 8's h, m, l: the finer neighbour, the scale itself, the coarser
+#: neighbour. They key its modules ("0" is h's) as model files store them; the code names
+#: the roles, so no index arithmetic runs against the model's own X⁰ (coarsest) … X³ order.
+H, M, L = 0, 1, 2
+_COARSER = {H: M, M: L}
+_FINER = {M: H, L: M}
+
+
 class MS(nn.Module):
     """Multi-scale feature Synergy, Eq. 8–12: X̂ᵐ = MS(Xʰ, Xᵐ, Xˡ).
 
@@ -179,35 +187,36 @@ class MS(nn.Module):
     def __init__(self, widths: tuple[int | None, int, int | None], bn_momentum: float = 0.1):
         super().__init__()
         conv = lambda a, b: ConvBNReLU(a, b, 3, bn_momentum)  # noqa: E731
-        self.levels = [i for i, w in enumerate(widths) if w is not None]  # subset of 0=h, 1=m, 2=l
+        self.levels = [i for i in (H, M, L) if widths[i] is not None]
         w = widths
         # Eq. 9: X₁ⁱ = 𝒞(Xⁱ)
         self.c1 = nn.ModuleDict({str(i): conv(w[i], w[i]) for i in self.levels})
         # Eq. 10: X₂ⁱ = 𝒰(X₁^{i_low}) + 𝒞(X₁ⁱ) + 𝒟(X₁^{i_high})
         self.c2 = nn.ModuleDict({str(i): conv(w[i], w[i]) for i in self.levels})
-        self.u2 = nn.ModuleDict({str(i): conv(w[i + 1], w[i]) for i in self.levels if i + 1 in self.levels})
-        self.d2 = nn.ModuleDict({str(i): conv(w[i - 1], w[i]) for i in self.levels if i - 1 in self.levels})
+        self.u2 = nn.ModuleDict({str(i): conv(w[_COARSER[i]], w[i]) for i in self.levels
+                                 if _COARSER.get(i) in self.levels})
+        self.d2 = nn.ModuleDict({str(i): conv(w[_FINER[i]], w[i]) for i in self.levels if _FINER.get(i) in self.levels})
         # Eq. 11: X₃ᵐ = 𝒟(X₂ʰ) + 𝒞(X₂ᵐ) + 𝒰(X₂ˡ)
-        self.c3 = conv(w[1], w[1])
-        self.d3 = conv(w[0], w[1]) if w[0] is not None else None
-        self.u3 = conv(w[2], w[1]) if w[2] is not None else None
+        self.c3 = conv(w[M], w[M])
+        self.d3 = conv(w[H], w[M]) if w[H] is not None else None
+        self.u3 = conv(w[L], w[M]) if w[L] is not None else None
 
     def forward(self, xh: torch.Tensor | None, xm: torch.Tensor, xl: torch.Tensor | None) -> torch.Tensor:
-        xs = {0: xh, 1: xm, 2: xl}
+        xs = {H: xh, M: xm, L: xl}
         x1 = {i: self.c1[str(i)](xs[i]) for i in self.levels}
         x2 = {}
         for i in self.levels:
             y = self.c2[str(i)](x1[i])
             if str(i) in self.u2:
-                y = y + self.u2[str(i)](resize_to(x1[i + 1], x1[i]))
+                y = y + self.u2[str(i)](resize_to(x1[_COARSER[i]], x1[i]))
             if str(i) in self.d2:
-                y = y + self.d2[str(i)](resize_to(x1[i - 1], x1[i]))
+                y = y + self.d2[str(i)](resize_to(x1[_FINER[i]], x1[i]))
             x2[i] = y
-        x3 = self.c3(x2[1])
+        x3 = self.c3(x2[M])
         if self.d3 is not None:
-            x3 = x3 + self.d3(resize_to(x2[0], xm))
+            x3 = x3 + self.d3(resize_to(x2[H], xm))
         if self.u3 is not None:
-            x3 = x3 + self.u3(resize_to(x2[2], xm))
+            x3 = x3 + self.u3(resize_to(x2[L], xm))
         return x3 + xm  # Eq. 12
 
 

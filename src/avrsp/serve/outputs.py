@@ -38,9 +38,10 @@ def stored_size(shape: tuple[int, int], grid: tuple[int, int]) -> tuple[int, int
 
 def video_job(predictor, video: Path, name: str) -> Callable[[Job], dict]:
     """Predict ``video`` (an upload or the demo clip, ``name`` as its user named it) into
-    the job's folder."""
-    from ..media import probe, resize_map
-    from ..predict import NpzWriter, predict_to_folder
+    the job's folder, with :func:`avrsp.predict.predict_to_folder` and the outputs the page
+    shows besides (:func:`page_outputs`)."""
+    from ..media import probe
+    from ..predict import predict_to_folder
 
     def run(job: Job) -> dict:
         info = probe(video)
@@ -48,22 +49,14 @@ def video_job(predictor, video: Path, name: str) -> Callable[[Job], dict]:
         job.total = info.frames or round(info.duration * info.fps)
         out = job.folder / "out"
         grid = (predictor.config.height, predictor.config.width)
-        archive = NpzWriter(job.folder / "maps.npz")
 
         def rows():
-            for k, (m, ret_a, ret_v) in enumerate(predictor.predict_video_with_relevance(video)):
-                archive.add(k, resize_map(m, stored_size(m.shape, grid)))
-                yield m, ret_a, ret_v
+            for k, row in enumerate(predictor.predict_video_with_relevance(video)):
+                yield row
+                job.tick(k)
 
-        try:
-            predict_to_folder(predictor, video, out, npz=False, overlay_video=True, progress=False, frames=True,
-                              relevance=True, display_video=True, on_frame=job.tick, rows=rows())
-            archive.close()
-        except BaseException:
-            archive.abort()
-            raise
-        (job.folder / "maps.npz").replace(out / "maps.npz")
-        (out / f"{video.stem}_saliency.mp4").replace(out / "overlay.mp4")
+        predict_to_folder(predictor, video, out, overlay_video=False, progress=False, rows=rows(),
+                          extra=lambda folder, info: page_outputs(folder, video, info, grid, predictor.device))
         job.check_budget()
         n = len(list((out / "maps").glob("*.png")))
         return {"frames": n, "fps": info.fps or 25.0, "width": info.width, "height": info.height,
@@ -73,27 +66,33 @@ def video_job(predictor, video: Path, name: str) -> Callable[[Job], dict]:
     return run
 
 
+def page_outputs(folder: Path, source: Path | None, info, grid: tuple[int, int], device: str) -> list:
+    """What the page shows of a video besides its map PNGs: the overlay and the video as
+    decoded (both with ``source``'s sound), the frames' thumbnails, the maps at
+    :func:`stored_size` in ``maps.npz`` and the Ret maps."""
+    from ..media import encoder_threads
+    from ..predict import FrameVideo, MapArchive, RelevanceRecord, Thumbnails
+
+    threads = encoder_threads(device)
+    return [FrameVideo(folder / "overlay.mp4", source, info, threads=threads),
+            FrameVideo(folder / "video.mp4", source, info, heat=False, threads=threads),
+            Thumbnails(folder / "frames", info),
+            MapArchive(folder / "maps.npz", lambda shape: stored_size(shape, grid)),
+            RelevanceRecord(folder / "relevance.npz")]
+
+
 def dataset_job(predictor, item, postprocess: bool) -> Callable[[Job], dict]:
     """Predict one test video of ``--data`` with the test protocol and score every frame
     exactly as ``avrsp evaluate`` does. The model's maps are kept for scoring, as
     ``evaluate`` keeps them; the video-sized maps are written one frame at a time."""
     from ..evaluate import score_video
     from ..inference import predict_frames_with_relevance
-    from ..media import resize_map, write_map_png
-    from ..predict import OverlayWriter, NpzWriter, save_thumbnail, thumbnail_size
 
     def run(job: Job) -> dict:
         video = item.video
         n = len(video)
         job.total = n
-        out = job.folder / "out"
-        for d in ("frames", "maps", "gt"):
-            (out / d).mkdir(parents=True, exist_ok=True)
-        first = video.frame(0)
-        h, w = first.shape[:2]
-        thumb = thumbnail_size(w, h)
         model = predictor.model
-        stored = stored_size((h, w), (model.config.height, model.config.width))
         preds, rets = [], []
         for k, m, ret_a, ret_v in predict_frames_with_relevance(
                 model, video.frames, n, video.fps, video.audio if model.config.audio else None, batch=predictor.batch,
@@ -105,27 +104,7 @@ def dataset_job(predictor, item, postprocess: bool) -> Callable[[Job], dict]:
         record = score_video(video, lambda k: preds[k].astype(np.float64), postprocess=postprocess)
         job.message = "writing"
         wav = video.audio_path if video.audio is not None else None  # a broken track: no sound, as for the model
-        writer = OverlayWriter(out / "video.mp4", wav, video.fps, w, h)
-        archive = NpzWriter(out / "maps.npz")
-        try:
-            for k in range(n):
-                job.check()
-                frame = video.frame(k)
-                writer.add(frame)
-                save_thumbnail(frame, thumb, out / "frames" / f"{k + 1:05d}.jpg")
-                write_map_png(out / "maps" / f"{k + 1:05d}.png", np.clip(resize_map(preds[k], (h, w)), 0, 1))
-                archive.add(k, np.clip(resize_map(preds[k], stored), 0, 1))
-                gt = video.saliency_map(k)
-                if gt is not None:
-                    write_map_png(out / "gt" / f"{k + 1:05d}.png", gt)
-            writer.close()
-            archive.close()
-        except BaseException:
-            writer.abort()
-            archive.abort()
-            raise
-        if rets and rets[0][0] is not None:
-            np.savez(out / "relevance.npz", ret_a=np.stack([a for a, _ in rets]), ret_v=np.stack([v for _, v in rets]))
+        h, w = _write_test_video(job, video, preds, rets, wav, (model.config.height, model.config.width))
         job.check_budget()
         per_frame = record["per_frame"]
         return {"frames": n, "fps": video.fps, "width": w, "height": h, "relevance": rets[0][0] is not None,
@@ -136,13 +115,51 @@ def dataset_job(predictor, item, postprocess: bool) -> Callable[[Job], dict]:
     return run
 
 
+def _write_test_video(job: Job, video, preds: list[np.ndarray], rets: list[tuple], wav: Path | None,
+                      grid: tuple[int, int]) -> tuple[int, int]:
+    """A test video's page outputs (the frames as a video with its sound, thumbnails, maps
+    and ground truth as PNGs, ``maps.npz``, the Ret maps) in ``job.folder/out``; its size."""
+    from types import SimpleNamespace
+
+    from ..media import NpzWriter, resize_map, write_map_png
+    from ..predict import FrameVideo, MapPngs, RelevanceRecord, Thumbnails
+
+    out = job.folder / "out"
+    (out / "gt").mkdir(parents=True, exist_ok=True)
+    h, w = video.frame(0).shape[:2]
+    info = SimpleNamespace(width=w, height=h, fps=video.fps)
+    stored = stored_size((h, w), grid)
+    made = [FrameVideo(out / "video.mp4", wav, info, heat=False), Thumbnails(out / "frames", info),
+            MapPngs(out / "maps"), RelevanceRecord(out / "relevance.npz")]
+    archive = NpzWriter(out / "maps.npz")
+    try:
+        for k in range(len(video)):
+            job.check()
+            m, frame = np.clip(resize_map(preds[k], (h, w)), 0, 1), video.frame(k)
+            for o in made:
+                o.add(k, m, frame, rets[k])
+            archive.add(k, np.clip(resize_map(preds[k], stored), 0, 1))
+            gt = video.saliency_map(k)
+            if gt is not None:
+                write_map_png(out / "gt" / f"{k + 1:05d}.png", gt)
+        for o in made:
+            o.close()
+        archive.close()
+    except BaseException:
+        for o in made:
+            o.abort()
+        archive.abort()
+        raise
+    return h, w
+
+
 # ------------------------------------------------------------------ files a job serves
 
 def served_file(job: Job, name: str) -> tuple[bytes | Path | Iterator[bytes], str]:
     """The content (bytes, a file, or chunks) and media type of ``name`` in ``job``'s outputs."""
     from PIL import Image
 
-    from ..predict import colormap
+    from ..media import colormap
 
     out = job.folder / "out"
     if name in ("video.mp4", "overlay.mp4"):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import warnings
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -87,30 +86,6 @@ def probe(path: str | Path) -> VideoInfo:
             w, h = h, w
         return VideoInfo(str(path), w, h, rotation, fps, int(v.frames or 0), duration,
                          int(a.rate) if a is not None else None, int(a.channels) if a is not None else 0)
-
-
-def write_map_png(path: str | Path, saliency: np.ndarray) -> None:
-    """Write a map as an 8-bit greyscale PNG scaled to its own maximum:
-    round(map / max(map) × 255), negative values as 0, an all-zero map as zeros.
-
-    The field's published predictions (ViNet, TASED-Net, UNISAL) are stored so. A map
-    written at the model's own scale (× 255) keeps only as many grey levels as its peak
-    reaches, a handful on a faint frame, and re-scoring such files moves the scores; every
-    metric ignores the map's scale, so scaling costs nothing (the model's own values are
-    in ``predict --npz``).
-
-    zlib's run-length strategy at level 1: on the built-in model's maps (smooth, after
-    PNG's row filters mostly runs) it writes files about the size of zlib's default in
-    a fraction of its time, and smaller than plain level 1's; ``predict`` writes one a
-    frame on the cores the model uses.
-    """
-    m = np.array(saliency, np.float32)  # one copy, scaled in place: maps at a video's size are large
-    np.maximum(m, 0, out=m)
-    peak = float(m.max()) if m.size else 0.0
-    if peak > 0:
-        m *= np.float32(255 / peak)
-        np.minimum(np.round(m, out=m), 255, out=m)
-    Image.fromarray(m.astype(np.uint8)).save(path, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
 
 
 _swscale = threading.local()
