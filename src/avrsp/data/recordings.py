@@ -176,13 +176,20 @@ def _quiet_c_stdout():
         os.close(fd)
 
 
-def read_edf(path: str | Path, onset: str | None, eye: str = "mean") -> list[Recording]:
-    """Recordings of an EyeLink EDF file (read by ``eyelinkio``), one per onset message."""
+def _tracker_file(path: str | Path, onset: str | None, module: str, what: str):
+    """A tracker file's path, its onset pattern and the reader's module, checked in that
+    order (a bad pattern or a missing reader is said before a missing file)."""
     path = Path(path)
     rx = onset_regex(path, onset)
-    eyelinkio = optional_import("eyelinkio", "reading EyeLink .edf files")
+    reader = optional_import(module, what)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    return path, rx, reader
+
+
+def read_edf(path: str | Path, onset: str | None, eye: str = "mean") -> list[Recording]:
+    """Recordings of an EyeLink EDF file (read by ``eyelinkio``), one per onset message."""
+    path, rx, eyelinkio = _tracker_file(path, onset, "eyelinkio", "reading EyeLink .edf files")
     try:
         with _quiet_c_stdout():
             edf = eyelinkio.read_edf(str(path))
@@ -209,11 +216,7 @@ def read_edf(path: str | Path, onset: str | None, eye: str = "mean") -> list[Rec
 def read_asc(path: str | Path, onset: str | None, eye: str = "mean") -> list[Recording]:
     """Recordings of an EyeLink ASC file (``edf2asc``'s text, read by ``pymovements``),
     one per onset message."""
-    path = Path(path)
-    rx = onset_regex(path, onset)
-    pm = optional_import("pymovements", "reading EyeLink .asc files")
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    path, rx, pm = _tracker_file(path, onset, "pymovements", "reading EyeLink .asc files")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # missing optional header lines are no concern here
