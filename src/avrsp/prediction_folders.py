@@ -1,4 +1,4 @@
-"""Scoring other models' maps (``avrsp evaluate --predictions``): a folder of predicted
+"""Scoring other models' maps (``avrsp score``): a folder of predicted
 maps per video, read and numbered as the benchmark's tools number them, and scored
 exactly as :mod:`avrsp.evaluate` scores its own (docs/evaluation.md)."""
 

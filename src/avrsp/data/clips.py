@@ -11,6 +11,7 @@ import torch
 from ..media import SOUNDNET_RATE, resize_map
 from .datasets import AnnotatedVideo, DataError, resize_frame
 
+
 def resize_fixations(fix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Move each fixation to the pixel that contains it at the new size (none is lost;
     two may merge)."""
