@@ -1,9 +1,10 @@
-"""Readers for the dataset layouts of docs/datasets.md, and the training clip sampler.
+"""Readers for the dataset layouts of docs/datasets.md.
 
 A dataset on disk becomes a list of :class:`AnnotatedVideo`. Each one gives
 full-resolution access for evaluation (``frame``, ``saliency_map``, ``fixations``,
-``audio``). :class:`ClipDataset` turns such lists into training samples (T consecutive
-frames, the clip's audio, the last frame's map and fixations at the training size).
+``audio``). :class:`avrsp.data.clips.ClipDataset` turns such lists into training samples
+(T consecutive frames, the clip's audio, the last frame's map and fixations at the
+training size).
 
 What exists on disk decides. The number of frames is the number of frame images (or
 decoded frames) found. A fold list that disagrees gets one warning. A missing or

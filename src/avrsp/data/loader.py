@@ -9,11 +9,12 @@ with the key because workers that outlive an epoch keep their own copy of the da
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import torch
 
-from ..distributed import Dist
+if TYPE_CHECKING:  # a type only: data stays above the running layer (docs/architecture.md)
+    from ..distributed import Dist
 
 
 class TrainingError(Exception):
