@@ -157,7 +157,7 @@ def comparisons(study: StudyConfig, records: list[dict]) -> tuple[list[str], lis
     final = {n: v for n, v in verdicts.items() if not v[0]["verdict"].startswith("waits")}
     sentences = []
     fusions = [n for n in verdicts if ROWS[n].table == "V" and n != "visual"]
-    if fusions and len(fusions) > len([n for n in fusions if n in final]):
+    if any(n not in final for n in fusions):
         sentences.append("The rule is applied once RAVF and each fusion it is compared with have every training "
                          "seed recorded (the verdicts above say what each comparison waits for); the paired "
                          "differences so far decide nothing.")
