@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import avrsp.ablate as ab
-from avrsp.ablate_report import RULE_SE, mean_se, paired
+from avrsp.ablate_report import RULE_SE, mean_se, paired, tables
 from avrsp.ablate_score import ScoringSet, primary, roc_auc, score_model, summarise
 from avrsp.cli import main
 from avrsp.config import ConfigError, from_dict, read_yaml
@@ -188,6 +188,25 @@ def test_the_rule_calls_a_difference_resolved_beyond_two_standard_errors():
     assert paired(a, b, get, [0, 1, 2])["verdict"] == "higher"
     assert mean_se([1.0]) [1] != mean_se([1.0])[1]  # one seed has no standard error (nan)
     assert RULE_SE == 2.0
+
+
+def test_the_map_change_table_sets_each_kind_beside_relevant_and_skips_a_deaf_row():
+    agreements = {"add": [(0.80, 0.85, 0.90, 0.95), (0.90, 0.90, 0.92, 0.96), (0.70, 0.75, 0.70, 0.90)],
+                  "ravf_plain": [(1.0, 1.0, 1.0, 1.0), (0.999, 1.0, 1.0, 1.0), (1.0, 1.0, 1.0, 1.0)]}
+    records = [{"row": n, "seed": s, "primary": {"uses_sound": 0.0, "discounts_sound": 0.0}, "kinds": dict(zip(("relevant", "mixed", "offscreen", "music"),
+                                                       ({"agreement": a} for a in ag)))}
+               for n, per_seed in agreements.items() for s, ag in enumerate(per_seed)]
+    text = "\n".join(tables(ab.StudyConfig(rows=("add", "ravf_plain")), records))
+    text = text.split("### How much the sound moves the maps, by kind")[1].split("###")[0]
+    row = next(line for line in text.splitlines() if line.startswith("| add |")).split(" | ")
+    change = {k: [1 - ag[i] for ag in agreements["add"]] for i, k in enumerate(("rel", "mix", "off", "mus"))}
+    se = lambda v: np.std(v, ddof=1) / math.sqrt(len(v))  # noqa: E731
+    assert row[1] == f"{np.mean(change['rel']):.3f} ± {se(change['rel']):.3f}"
+    assert row[3] == f"{np.mean(change['off']):.3f} ± {se(change['off']):.3f}"
+    share = [o / r for o, r in zip(change["off"], change["rel"])]  # 0.5, 0.8, 1.0: per run, then averaged
+    assert row[5] == f"{np.mean(share):.2f} ± {se(share):.2f} |"
+    # A row whose sound moves no relevant map has no ratio (0/0), not a huge or a zero one.
+    assert next(line for line in text.splitlines() if line.startswith("| RAVF, MS and MRG off |")).endswith("| – |")
 
 
 def test_roc_auc_is_the_probability_a_positive_outranks_a_negative():

@@ -121,6 +121,7 @@ def tables(study: StudyConfig, records: list[dict]) -> list[str]:
                       cell([_kind(r, k, "cue_hits_sound") for r in rs], 1, 100),
                       cell([_kind(r, k, "cue_change") for r in rs], 1, 100), cell([_kind(r, k, "cc_sound") for r in rs])]
         lines.append(f"| {ROWS[n].label} | " + " | ".join(cells) + " |")
+    lines += _moves_table(names, records)
     ravf_rows = [n for n in names if any("ret_auc" in r for r in _rows(records, n))]
     if ravf_rows:
         keys = [f"{a}_relevant_vs_{b}" for a in ("ret_a", "ret_v") for b in ("offscreen", "music")]
@@ -134,6 +135,43 @@ def tables(study: StudyConfig, records: list[dict]) -> list[str]:
             rs = [r for r in _rows(records, n) if "ret_auc" in r]
             lines.append(f"| {ROWS[n].label} | " + " | ".join(cell([r["ret_auc"][k] for r in rs], 2) for k in keys)
                          + " |")
+    return lines
+
+
+#: Below this map change from the sound on relevant videos (1 − agreement), a run uses
+#: no sound and the offscreen ÷ relevant ratio is left out (0/0).
+MOVES_FLOOR = 0.01
+
+
+def _moves(r: dict, kind: str) -> float | None:
+    """How much the sound changes the maps of a kind's videos: 1 − agreement (CC of the
+    maps with the sound and with silence)."""
+    a = _kind(r, kind, "agreement")
+    return None if a is None else 1.0 - a
+
+
+def _offscreen_share(r: dict) -> float | None:
+    """Offscreen videos' map change over relevant videos': 0 when the model discounts a
+    tone whose disc is not on screen, 1 when it reacts to it as to a relevant one."""
+    rel, off = _moves(r, "relevant"), _moves(r, "offscreen")
+    return None if rel is None or off is None or rel < MOVES_FLOOR else off / rel
+
+
+def _moves_table(names: list[str], records: list[dict]) -> list[str]:
+    """Not one of the protocol's measures: the agreement of every kind, side by side, to
+    show whether a row tells relevant from irrelevant sound or moves all maps alike."""
+    lines = ["", "### How much the sound moves the maps, by kind", "",
+             "Beyond the protocol's measures, from the same records: 1 − agreement (CC of the maps made with the "
+             "sound and with silence) on each kind, and, per run, offscreen's over relevant's (0 = a tone whose "
+             "disc is not on screen is ignored, 1 = it moves the maps as much as a relevant one; left out where "
+             f"the sound moves relevant maps by less than {MOVES_FLOOR:g}). The rule does not use this table.", "",
+             "| Row | relevant | mixed | offscreen | music | offscreen ÷ relevant |", "|---|---|---|---|---|---|"]
+    for n in names:
+        rs = _rows(records, n)
+        shares = [_offscreen_share(r) for r in rs]
+        share = "–" if None in shares else cell(shares, 2)
+        lines.append(f"| {ROWS[n].label} | " + " | ".join(cell([_moves(r, k) for r in rs]) for k in SCORED_KINDS)
+                     + f" | {share} |")
     return lines
 
 
