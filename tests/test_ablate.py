@@ -81,6 +81,11 @@ def test_a_study_runs_in_two_jobs_records_every_measure_resumes_and_reports(tmp_
     uses = [r["primary"]["uses_sound"] * 100 for r in recs if r["row"] == "ravf"]
     assert f"{np.mean(uses):.1f} ± {np.std(uses, ddof=1) / math.sqrt(2):.1f}" in text
     assert (md.parent / "results" / "fusion_primary.png").stat().st_size > 0
+    # The Table III comparison is said in words, with the seed-paired mean and s.e.
+    by = {(r["row"], r["seed"]): r["primary"]["uses_sound"] * 100 for r in recs}
+    d = [by["ravf", s] - by["ravf_plain", s] for s in (0, 1)]
+    assert "The share of MS and MRG (the full model minus RAVF, MS and MRG off): on using the sound " in text
+    assert f"({np.mean(d):+.1f} ± {np.std(d, ddof=1) / math.sqrt(2):.1f} points)" in text
     # A finished study trains nothing again, and the report is regenerated between its markers.
     monkeypatch.setattr("avrsp.train.train", lambda *a, **k: pytest.fail("trained again"))
     assert main(args[:-3] + ["jobs=1", "--write", str(md)]) == 0

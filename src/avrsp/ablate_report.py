@@ -203,9 +203,10 @@ def comparisons(study: StudyConfig, records: list[dict]) -> tuple[list[str], lis
         sentences.append(_claim(fusions, final))
     for n, what in (("ravf_plain", "MS and MRG"), ("ravf_scratch", "the pretrained front-end")):
         if n in final:
-            u = final[n][0]
-            sentences.append(f"Without {what}, RAVF's use of the sound is {u['verdict']} "
-                             f"({u['mean'] * 100:+.1f} ± {u['se'] * 100:.1f} points in RAVF's favour).")
+            u, d = final[n]
+            sentences.append(f"The share of {what} (the full model minus {ROWS[n].label}): on using the sound "
+                             f"{u['verdict']} ({u['mean'] * 100:+.1f} ± {u['se'] * 100:.1f} points), on discounting "
+                             f"it {d['verdict']} ({d['mean']:+.3f} ± {d['se']:.3f} CC).")
     return lines, sentences
 
 
