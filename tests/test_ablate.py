@@ -198,8 +198,9 @@ def test_the_rule_calls_a_difference_resolved_beyond_two_standard_errors():
 def test_the_map_change_table_sets_each_kind_beside_relevant_and_skips_a_deaf_row():
     agreements = {"add": [(0.80, 0.85, 0.90, 0.95), (0.90, 0.90, 0.92, 0.96), (0.70, 0.75, 0.70, 0.90)],
                   "ravf_plain": [(1.0, 1.0, 1.0, 1.0), (0.999, 1.0, 1.0, 1.0), (1.0, 1.0, 1.0, 1.0)]}
-    records = [{"row": n, "seed": s, "primary": {"uses_sound": 0.0, "discounts_sound": 0.0}, "kinds": dict(zip(("relevant", "mixed", "offscreen", "music"),
-                                                       ({"agreement": a} for a in ag)))}
+    kinds = ("relevant", "mixed", "offscreen", "music")
+    records = [{"row": n, "seed": s, "primary": {"uses_sound": 0.0, "discounts_sound": 0.0},
+                "kinds": {k: {"agreement": a} for k, a in zip(kinds, ag)}}
                for n, per_seed in agreements.items() for s, ag in enumerate(per_seed)]
     text = "\n".join(tables(ab.StudyConfig(rows=("add", "ravf_plain")), records))
     text = text.split("### How much the sound moves the maps, by kind")[1].split("###")[0]
