@@ -32,8 +32,8 @@ def test_a_window_is_labelled_with_the_semitones_that_sound_in_it():
 
 def test_a_short_pretraining_names_pitches_far_above_chance(tmp_path):
     # Sixty steps already lift the accuracy several times above the untrained network's,
-    # on the same held-out windows: about 400 lone tones, since on a quarter of that one
-    # machine's kernels landed within one window of the bar.
+    # on the same held-out windows: about 400 lone tones, since with a quarter of that
+    # one CPU's kernels put the trained network within one window of the bar.
     state, measured = chromatic_pretrain("avrsp_tiny", steps=60, held_out=1024, log=lambda _: None)
     untrained, before = chromatic_pretrain("avrsp_tiny", steps=0, held_out=1024, log=lambda _: None)
     assert measured["accuracy"] > max(4 / GRID_BINS, 2.5 * before["accuracy"]), (measured, before)
